@@ -1,0 +1,40 @@
+# Two commands on a fresh machine:   make demo   (the main job)   and   make test   (every test).
+# Everything else here is what those two need; the virtualenv is rebuilt when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+
+.PHONY: demo test test-unit lint typecheck cluster-up cluster-down clean
+
+$(STAMP): pyproject.toml
+	@echo "==> installing ttsfleet and its test/worker dependencies into $(VENV) (first run downloads torch, ~5 GB)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --progress-bar off -e '.[dev,worker]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m ttsfleet.demo
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest
+
+test-unit: $(STAMP)
+	$(VENV)/bin/pytest -m unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+cluster-up: $(STAMP)
+	$(VENV)/bin/ttsfleet-cluster up
+
+cluster-down: $(STAMP)
+	$(VENV)/bin/ttsfleet-cluster down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,65 @@
+"""``ttsfleet-cluster``: bring the local Kubernetes cluster up or down, or just build its binaries.
+
+ttsfleet-cluster up [--name demo] [--backend local|kind]
+ttsfleet-cluster status | kubeconfig | down | build
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ttsfleet import logs
+from ttsfleet.devcluster import binaries
+from ttsfleet.devcluster.cluster import LocalCluster, default_workdir
+from ttsfleet.devcluster.kind import KindCluster
+
+log = logging.getLogger("ttsfleet.devcluster")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ttsfleet-cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build"))
+    parser.add_argument("--name", default="dev", help="cluster name; its files live in the cache dir")
+    parser.add_argument(
+        "--backend", choices=("local", "kind"), default=os.environ.get("TTSFLEET_CLUSTER_BACKEND", "local")
+    )
+    args = parser.parse_args(argv)
+    logs.configure()
+    workdir = default_workdir(args.name)
+    if args.command == "build":
+        for name, path in binaries.ensure_binaries().items():
+            print(f"{name}\t{path}")
+        return 0
+    if args.backend == "kind":
+        kind = KindCluster(workdir, name=f"ttsfleet-{args.name}")
+        if args.command == "up":
+            print(kind.up().kubeconfig)
+        elif args.command == "down":
+            kind.down()
+        else:
+            print(workdir / "kubeconfig")
+        return 0
+    cluster = LocalCluster(workdir)
+    if args.command == "up":
+        handle = cluster.up()
+        print(handle.kubectl("get", "nodes", "-L", "topology.kubernetes.io/zone").stdout)
+        print(f"export KUBECONFIG={handle.kubeconfig}")
+        print(f"export PATH={handle.kubectl_path.parent}:$PATH")
+    elif args.command == "down":
+        cluster.down()
+    elif args.command == "kubeconfig":
+        print(cluster.handle().kubeconfig)
+    else:
+        handle = cluster.handle()
+        print(handle.kubectl("get", "--raw=/readyz?verbose").stdout)
+        print(handle.kubectl("get", "nodes,storageclass,pv", "-L", "topology.kubernetes.io/zone").stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

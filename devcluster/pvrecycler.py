@@ -1,0 +1,52 @@
+"""Return released local-SSD volumes to the pool, as local-static-provisioner does.
+
+With ``kubernetes.io/no-provisioner`` nothing deletes a local volume once its claim is gone: the
+PV sits ``Released`` (or ``Failed`` under reclaim ``Delete``) and can never bind again. The real
+provisioner wipes the disk and recreates the PV; here the "disk" holds nothing, so clearing the
+claim reference is the whole job. Runs as its own process next to the control plane.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from kubernetes import client, config
+
+from ttsfleet.devcluster.addons import LOCAL_SSD_LABEL
+
+log = logging.getLogger("ttsfleet.devcluster.pvrecycler")
+
+
+def recycle_once(api: client.CoreV1Api) -> int:
+    recycled = 0
+    for volume in api.list_persistent_volume(label_selector=f"{LOCAL_SSD_LABEL}=true").items:
+        if volume.status.phase not in ("Released", "Failed"):
+            continue
+        api.patch_persistent_volume(
+            volume.metadata.name,
+            [{"op": "remove", "path": "/spec/claimRef"}],
+        )
+        log.info("recycled volume=%s previous_phase=%s", volume.metadata.name, volume.status.phase)
+        recycled += 1
+    return recycled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--interval", type=float, default=2.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    api = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
+    while True:
+        try:
+            recycle_once(api)
+        except Exception as error:  # the API server may be restarting; try again next tick
+            log.warning("recycle pass failed error=%r", error)
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    main()

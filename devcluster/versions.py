@@ -1,0 +1,23 @@
+"""Pinned versions of every upstream component the local cluster is built from.
+
+One place to bump: the Go wrapper modules under ``gowrappers/`` are regenerated from
+these by ``python -m ttsfleet.devcluster.gowrappers``, and the binary cache is keyed by them.
+"""
+
+from __future__ import annotations
+
+KUBERNETES = "v1.36.3"
+# etcd is built at the version kubernetes' own go.mod pins (checked by gowrappers).
+ETCD = "v3.6.8"
+KWOK = "v0.8.0"
+HELM = "v3.22.0"
+KEDA = "v2.18.0"
+PROMETHEUS_OPERATOR = "v0.85.0"
+
+
+def staging_version(kubernetes: str = KUBERNETES) -> str:
+    """k8s.io/kubernetes vX.Y.Z publishes its staging modules as v0.Y.Z."""
+    major, minor, patch = kubernetes.lstrip("v").split(".")
+    if major != "1":
+        raise ValueError(f"unexpected Kubernetes version {kubernetes}")
+    return f"v0.{minor}.{patch}"

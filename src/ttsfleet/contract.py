@@ -1,0 +1,139 @@
+"""What the operator and the worker agree on: ports, probe paths, mounts, metric names, and the
+serving configuration that travels from a TTSDeployment spec to Triton's ``config.pbtxt``.
+
+Both sides import these names; nothing here imports torch, kopf or the Kubernetes client, so the
+operator can use it without the worker's dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+MODEL_NAME = "chattts"
+SAMPLE_RATE_HZ = 24_000
+
+# Triton's own default ports; the Service exposes them under these names so that
+# Gateway routes (grpc/http appProtocol) and Prometheus (metrics) find them.
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+HTTP_PORT_NAME = "http"
+GRPC_PORT_NAME = "grpc"
+METRICS_PORT_NAME = "metrics"
+
+# Probe endpoints (Triton's KServe v2 HTTP API). The model only turns READY after its
+# warmup has synthesized a sentence per declared voice, so readiness is gated on warmup.
+LIVE_PATH = "/v2/health/live"
+READY_PATH = "/v2/health/ready"
+
+
+def model_ready_path(model_name: str = MODEL_NAME) -> str:
+    return f"/v2/models/{model_name}/ready"
+
+
+# Where the pod mounts things. The cache is the per-pod local-SSD PVC; the serving config is
+# the operator's ConfigMap holding ``config.pbtxt`` and ``serving.json``.
+MODEL_CACHE_MOUNT = "/var/cache/ttsfleet"
+SERVING_CONFIG_MOUNT = "/etc/ttsfleet/serving"
+TRITON_CONFIG_FILE = "config.pbtxt"
+SERVING_JSON_FILE = "serving.json"
+ENV_SERVING_CONFIG = "TTSFLEET_SERVING_CONFIG"  # path of serving.json
+ENV_MODEL_CACHE = "TTSFLEET_MODEL_CACHE"
+
+# Model I/O tensor names (decoupled: one request streams many responses).
+INPUT_TEXT = "TEXT"
+INPUT_VOICE = "VOICE"
+INPUT_FORMAT = "FORMAT"  # "pcm16" (default) or "float32"
+OUTPUT_AUDIO = "AUDIO"  # raw little-endian samples in the requested format, one chunk
+OUTPUT_CHUNK_INDEX = "CHUNK_INDEX"
+OUTPUT_FINAL = "FINAL"  # True on the last chunk of a request
+
+AUDIO_FORMATS = ("pcm16", "float32")
+
+# Custom metrics the worker exports through Triton's metrics endpoint (python-backend metrics
+# API). The KEDA trigger scales on QUEUE_LENGTH; dashboards and alerts use the rest.
+METRIC_QUEUE_LENGTH = "tts_queue_length"
+METRIC_REQUEST_DURATION = "tts_request_duration_seconds"
+METRIC_TIME_TO_FIRST_AUDIO = "tts_time_to_first_audio_seconds"
+METRIC_ACTIVE_STREAMS = "tts_active_streams"
+METRIC_AUDIO_SECONDS = "tts_audio_seconds_total"
+METRIC_GPU_MEMORY_USED = "tts_gpu_memory_used_bytes"
+METRIC_GPU_UTILIZATION = "tts_gpu_utilization_ratio"
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A named speaker: a seed that generates a speaker embedding, or the embedding itself."""
+
+    id: str
+    seed: int | None = None
+    embedding: str | None = None  # ChatTTS's encoded speaker string
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The part of a TTSDeployment spec that the worker needs at run time."""
+
+    voices: tuple[Voice, ...] = (Voice(id="default", seed=42),)
+    default_voice: str = "default"
+    max_batch_size: int = 8
+    max_queue_delay_microseconds: int = 5_000
+    instance_count: int = 1
+    gpu: bool = False
+    warmup_sentences: tuple[str, ...] = ("Hello from ttsfleet.",)
+    warmup_timeout_seconds: int = 600
+    max_text_chars: int = 2_000
+    model_name: str = MODEL_NAME
+    extra: dict[str, str] = field(default_factory=dict)
+    # Decoding bounds; None takes the defaults that come with the weights (their manifest).
+    min_new_tokens: int | None = None
+    max_new_tokens: int | None = None
+    refine_text: bool = False  # ChatTTS's text-refiner pass: more prosody, roughly twice the latency
+    fp16: bool = True  # only applies on a GPU
+    max_sentence_chars: int = 200  # longer sentences are split at commas before synthesis
+    # Graceful drain: on SIGTERM open streams get this long to finish (pod grace period must exceed it).
+    drain_timeout_seconds: int = 30
+
+    def voice_ids(self) -> list[str]:
+        return [voice.id for voice in self.voices]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ServingConfig:
+        raw = json.loads(text)
+        raw["voices"] = tuple(Voice(**voice) for voice in raw.get("voices", ()))
+        raw["warmup_sentences"] = tuple(raw.get("warmup_sentences", ()))
+        return cls(**raw)
+
+
+def render_triton_config(config: ServingConfig) -> str:
+    """Triton ``config.pbtxt`` for the ChatTTS python-backend model.
+
+    Decoupled so that one request streams audio chunks; dynamic batching so concurrent short
+    requests share one ChatTTS ``infer`` call.
+    """
+    kind = "KIND_GPU" if config.gpu else "KIND_CPU"
+    return f"""\
+name: "{config.model_name}"
+backend: "python"
+max_batch_size: {config.max_batch_size}
+model_transaction_policy {{ decoupled: true }}
+dynamic_batching {{
+  max_queue_delay_microseconds: {config.max_queue_delay_microseconds}
+}}
+input [
+  {{ name: "{INPUT_TEXT}" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "{INPUT_VOICE}" data_type: TYPE_STRING dims: [ 1 ] optional: true }},
+  {{ name: "{INPUT_FORMAT}" data_type: TYPE_STRING dims: [ 1 ] optional: true }}
+]
+output [
+  {{ name: "{OUTPUT_AUDIO}" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "{OUTPUT_CHUNK_INDEX}" data_type: TYPE_INT32 dims: [ 1 ] }},
+  {{ name: "{OUTPUT_FINAL}" data_type: TYPE_BOOL dims: [ 1 ] }}
+]
+instance_group [ {{ count: {config.instance_count} kind: {kind} }} ]
+parameters {{ key: "serving_config" value: {{ string_value: {json.dumps(config.to_json())} }} }}
+"""
