@@ -81,8 +81,8 @@ BUNDLES: tuple[Bundle, ...] = (
     ),
 )
 
-# etcd's main package lives at its module root, so its binary would be named "v3".
-_RENAMES = {"v3": "etcd"}
+# etcd's main package is its module root, go.etcd.io/etcd/server/v3, which go names "server".
+_RENAMES = {"server": "etcd"}
 
 
 def _go_version() -> str:
@@ -105,8 +105,16 @@ def bundle_dir(bundle: Bundle, go_version: str | None = None) -> Path:
     return cache_root() / "bin" / f"{bundle.name}-{bundle.version}-{fingerprint}"
 
 
+def _go_output_name(package: str) -> str:
+    """The file name `go build -o dir/` gives a main package (a /vN suffix is skipped)."""
+    elements = package.rstrip("/").split("/")
+    if len(elements) > 1 and elements[-1][:1] == "v" and elements[-1][1:].isdigit():
+        return elements[-2]
+    return elements[-1]
+
+
 def _binary_name(package: str) -> str:
-    name = package.rstrip("/").split("/")[-1]
+    name = _go_output_name(package)
     return _RENAMES.get(name, name)
 
 
@@ -163,7 +171,7 @@ def _run_with_progress(command: list[str], cwd: Path, what: str, total: int, log
 def _count_packages(bundle: Bundle, log_path: Path) -> int:
     with log_path.open("a") as log_file:
         listed = subprocess.run(
-            ["go", "list", "-deps", *bundle.packages],
+            ["go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", *bundle.packages],
             cwd=bundle.wrapper_dir,
             env=_go_env(),
             stdout=subprocess.PIPE,
@@ -172,8 +180,8 @@ def _count_packages(bundle: Bundle, log_path: Path) -> int:
         )
     if listed.returncode != 0:
         raise RuntimeError(f"go list for {bundle.name} failed; see {log_path}")
-    # Standard-library packages mostly come prebuilt from the build cache; count them anyway so
-    # the figure is an upper bound rather than a number that overshoots 100%.
+    # Standard-library packages are left out: they mostly come from the build cache and are not
+    # printed by `go build -v` when they do.
     return len(listed.stdout.split())
 
 
@@ -200,8 +208,7 @@ def build_bundle(bundle: Bundle) -> Path:
         command += ["-o", str(staging) + "/", *bundle.packages]
         _run_with_progress(command, bundle.wrapper_dir, f"building {bundle.name}", total, log_path)
         for package in bundle.packages:
-            built = staging / package.rstrip("/").split("/")[-1]
-            built.rename(staging / _binary_name(package))
+            (staging / _go_output_name(package)).rename(staging / _binary_name(package))
         # Rename last so a killed build never leaves a directory that looks complete.
         if target.exists():
             shutil.rmtree(target)
