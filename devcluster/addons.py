@@ -109,11 +109,7 @@ def local_volume(plan: NodePlan, node_name: str, slot: int) -> dict[str, Any]:
             "nodeAffinity": {
                 "required": {
                     "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": HOSTNAME_LABEL, "operator": "In", "values": [node_name]}
-                            ]
-                        }
+                        {"matchExpressions": [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node_name]}]}
                     ]
                 }
             },

@@ -86,9 +86,7 @@ _RENAMES = {"server": "etcd"}
 
 
 def _go_version() -> str:
-    return subprocess.run(
-        ["go", "env", "GOVERSION"], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run(["go", "env", "GOVERSION"], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _fingerprint(bundle: Bundle, go_version: str) -> str:

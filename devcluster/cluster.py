@@ -80,14 +80,10 @@ class ClusterHandle:
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(
-                f"kubectl {' '.join(args)} failed (exit {result.returncode}): {result.stderr.strip()}"
-            )
+            raise RuntimeError(f"kubectl {' '.join(args)} failed (exit {result.returncode}): {result.stderr.strip()}")
         return result
 
-    def apply_objects(
-        self, objects: list[dict[str, Any]], field_manager: str = "ttsfleet-devcluster"
-    ) -> None:
+    def apply_objects(self, objects: list[dict[str, Any]], field_manager: str = "ttsfleet-devcluster") -> None:
         self.kubectl(
             "apply",
             "--server-side",
@@ -144,9 +140,7 @@ class LocalCluster:
             self._start(state, self._etcd(paths, ports))
             self._start(state, self._apiserver(paths, ports, certs))
             wait_for(
-                lambda: (
-                    handle.kubectl("get", "--raw=/readyz", check=False, timeout=10).stdout.strip() == "ok"
-                ),
+                lambda: handle.kubectl("get", "--raw=/readyz", check=False, timeout=10).stdout.strip() == "ok",
                 what="kube-apiserver /readyz to answer ok",
                 timeout=90,
                 describe=lambda: self._log_tail("kube-apiserver"),
@@ -360,16 +354,11 @@ class LocalCluster:
             nodes_ready,
             what=f"{len(self.plan.node_names())} kwok nodes to be Ready",
             timeout=60,
-            describe=lambda: (
-                handle.kubectl("get", "nodes", "-o", "wide", check=False).stdout + self._log_tail("kwok")
-            ),
+            describe=lambda: handle.kubectl("get", "nodes", "-o", "wide", check=False).stdout + self._log_tail("kwok"),
         )
         handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         wait_for(
-            lambda: (
-                handle.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode
-                == 0
-            ),
+            lambda: handle.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
             what="the default ServiceAccount (controller-manager's serviceaccount controller)",
             timeout=60,
             describe=lambda: self._log_tail("kube-controller-manager"),

@@ -138,9 +138,7 @@ def upstream_go_mod(module: str, version: str) -> str:
 def generate(wrapper: Wrapper) -> Path:
     directory = WRAPPERS_DIR / wrapper.name
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "go.mod").write_text(
-        render_go_mod(wrapper, upstream_go_mod(wrapper.module, wrapper.version))
-    )
+    (directory / "go.mod").write_text(render_go_mod(wrapper, upstream_go_mod(wrapper.module, wrapper.version)))
     (directory / "go.sum").unlink(missing_ok=True)
     subprocess.run(["go", "mod", "tidy"], cwd=directory, check=True)
     return directory

@@ -28,9 +28,7 @@ class KindCluster:
     def up(self) -> ClusterHandle:
         kind = shutil.which("kind")
         if kind is None:
-            raise RuntimeError(
-                "backend 'kind' needs the kind binary and a Docker engine; use backend 'local'"
-            )
+            raise RuntimeError("backend 'kind' needs the kind binary and a Docker engine; use backend 'local'")
         self.workdir.mkdir(parents=True, exist_ok=True)
         kubeconfig = self.workdir / "kubeconfig"
         log.info("creating kind cluster name=%s", self.name)
@@ -54,9 +52,7 @@ class KindCluster:
         objects: list[dict[str, object]] = [addons.storage_class()]
         for index, node in enumerate(nodes):
             name = node["metadata"]["name"]
-            handle.kubectl(
-                "label", "node", name, "--overwrite", f"{addons.ZONE_LABEL}={self.plan.zone_of(index)}"
-            )
+            handle.kubectl("label", "node", name, "--overwrite", f"{addons.ZONE_LABEL}={self.plan.zone_of(index)}")
             handle.kubectl(
                 "patch",
                 "node",
@@ -69,9 +65,7 @@ class KindCluster:
             # kind nodes are containers: the local volumes' directories must exist inside them.
             slots = [f"/mnt/disks/ssd{slot}" for slot in range(self.plan.volumes_per_node)]
             subprocess.run(["docker", "exec", name, "mkdir", "-p", *slots], check=True)
-            objects += [
-                addons.local_volume(self.plan, name, slot) for slot in range(self.plan.volumes_per_node)
-            ]
+            objects += [addons.local_volume(self.plan, name, slot) for slot in range(self.plan.volumes_per_node)]
         handle.apply_objects(objects)  # type: ignore[arg-type]
         for crd in upstream.third_party_crds():
             handle.kubectl("apply", "--server-side", "-f", str(crd))

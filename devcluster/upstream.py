@@ -59,11 +59,7 @@ def keda_crds() -> list[Path]:
 
 
 def prometheus_operator_crds() -> list[Path]:
-    base = (
-        module_dir(PROMETHEUS_OPERATOR_MODULE, versions.PROMETHEUS_OPERATOR)
-        / "example"
-        / "prometheus-operator-crd"
-    )
+    base = module_dir(PROMETHEUS_OPERATOR_MODULE, versions.PROMETHEUS_OPERATOR) / "example" / "prometheus-operator-crd"
     return [base / name for name in PROMETHEUS_OPERATOR_CRDS]
 
 

@@ -42,8 +42,9 @@ def cluster() -> Iterator[ClusterHandle]:
     external = os.environ.get("TTSFLEET_TEST_KUBECONFIG")
     if external:
         paths = binaries.ensure_binaries(("kubernetes", "helm"))
-        yield ClusterHandle(Path(external).parent, Path(external), paths["kubectl"], paths["helm"],
-                            Path(external).parent)
+        yield ClusterHandle(
+            Path(external).parent, Path(external), paths["kubectl"], paths["helm"], Path(external).parent
+        )
         return
     workdir = default_workdir("e2e")
     if os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":

@@ -33,22 +33,26 @@ def _statefulset(name: str, replicas: int, owner: dict[str, str] | None = None) 
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": {
-                    "containers": [{
-                        "name": "main",
-                        "image": "registry.invalid/never-pulled:1",
-                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
-                    }],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "registry.invalid/never-pulled:1",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                            "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+                        }
+                    ],
                 },
             },
-            "volumeClaimTemplates": [{
-                "metadata": {"name": "cache"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "local-ssd",
-                    "resources": {"requests": {"storage": "10Gi"}},
-                },
-            }],
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "cache"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "local-ssd",
+                        "resources": {"requests": {"storage": "10Gi"}},
+                    },
+                }
+            ],
         },
     }
 
@@ -60,7 +64,8 @@ def _apply(cluster: ClusterHandle, namespace: str, *objects: dict[str, Any]) -> 
 def _ready_pods(cluster: ClusterHandle, namespace: str, app: str) -> list[dict[str, Any]]:
     pods = _get(cluster, "pods", "-n", namespace, "-l", f"app={app}")["items"]
     return [
-        pod for pod in pods
+        pod
+        for pod in pods
         if any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
     ]
 
@@ -95,8 +100,11 @@ def test_nodes_advertise_zones_and_gpus_and_oversized_gpu_requests_stay_pending(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "greedy"},
-        "spec": {"containers": [{"name": "main", "image": "registry.invalid/x:1",
-                                 "resources": {"limits": {"nvidia.com/gpu": "5"}}}]},
+        "spec": {
+            "containers": [
+                {"name": "main", "image": "registry.invalid/x:1", "resources": {"limits": {"nvidia.com/gpu": "5"}}}
+            ]
+        },
     }
     _apply(cluster, namespace, greedy)
 
@@ -120,8 +128,10 @@ def test_deleting_the_owner_garbage_collects_the_statefulset_and_its_pods(
     cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
 
     wait_for(
-        lambda: cluster.kubectl("get", "statefulset", "owned", "-n", namespace, check=False).returncode != 0
-        and not _get(cluster, "pods", "-n", namespace, "-l", "app=owned")["items"],
+        lambda: (
+            cluster.kubectl("get", "statefulset", "owned", "-n", namespace, check=False).returncode != 0
+            and not _get(cluster, "pods", "-n", namespace, "-l", "app=owned")["items"]
+        ),
         what="garbage collection of StatefulSet owned and its pods after its owner was deleted",
         timeout=60,
     )
@@ -149,8 +159,9 @@ def test_rbac_denies_a_service_account_without_roles(cluster: ClusterHandle, nam
     assert answer.stdout.strip() == "no"
 
     cluster.kubectl("create", "role", "reader", "--verb=list", "--resource=pods", "-n", namespace)
-    cluster.kubectl("create", "rolebinding", "reader", "--role=reader", f"--serviceaccount={namespace}:nobody",
-                    "-n", namespace)
+    cluster.kubectl(
+        "create", "rolebinding", "reader", "--role=reader", f"--serviceaccount={namespace}:nobody", "-n", namespace
+    )
     allowed = cluster.kubectl("auth", "can-i", "list", "pods", "-n", namespace, f"--as={user}", check=False)
     assert allowed.stdout.strip() == "yes"
 
@@ -161,8 +172,9 @@ def test_pod_security_admission_rejects_a_privileged_pod(cluster: ClusterHandle,
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "privileged"},
-        "spec": {"containers": [{"name": "main", "image": "registry.invalid/x:1",
-                                 "securityContext": {"privileged": True}}]},
+        "spec": {
+            "containers": [{"name": "main", "image": "registry.invalid/x:1", "securityContext": {"privileged": True}}]
+        },
     }
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(privileged), check=False)
     assert result.returncode != 0
@@ -178,10 +190,23 @@ _SCALED_OBJECT = {
         "minReplicaCount": 1,
         "maxReplicaCount": 5,
         "triggers": [
-            {"type": "cron", "metadata": {"timezone": "Europe/Paris", "start": "0 18 * * *",
-                                          "end": "0 23 * * *", "desiredReplicas": "4"}},
-            {"type": "prometheus", "metadata": {"serverAddress": "http://prometheus:9090",
-                                                "query": "sum(tts_queue_length)", "threshold": "4"}},
+            {
+                "type": "cron",
+                "metadata": {
+                    "timezone": "Europe/Paris",
+                    "start": "0 18 * * *",
+                    "end": "0 23 * * *",
+                    "desiredReplicas": "4",
+                },
+            },
+            {
+                "type": "prometheus",
+                "metadata": {
+                    "serverAddress": "http://prometheus:9090",
+                    "query": "sum(tts_queue_length)",
+                    "threshold": "4",
+                },
+            },
         ],
     },
 }
@@ -204,8 +229,10 @@ def test_real_keda_and_prometheus_operator_crds_accept_valid_objects(cluster: Cl
     ("manifest", "field"),
     [
         ({**_SCALED_OBJECT, "spec": {"minReplicaCount": 1}}, "spec.scaleTargetRef"),
-        ({**_SCALED_OBJECT, "spec": {**_SCALED_OBJECT["spec"], "triggers": [{"metadata": {}}]}},
-         "spec.triggers[0].type"),
+        (
+            {**_SCALED_OBJECT, "spec": {**_SCALED_OBJECT["spec"], "triggers": [{"metadata": {}}]}},
+            "spec.triggers[0].type",
+        ),
         ({**_SERVICE_MONITOR, "spec": {"selector": {}, "endpoints": "metrics"}}, "spec.endpoints"),
     ],
     ids=["scaledobject-without-target", "trigger-without-type", "servicemonitor-endpoints-not-a-list"],
