@@ -12,6 +12,7 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from ttsfleet.devcluster import addons, binaries, upstream
 from ttsfleet.devcluster.cluster import ClusterHandle
@@ -49,7 +50,7 @@ class KindCluster:
         paths = binaries.ensure_binaries(("kubernetes", "helm"))
         handle = ClusterHandle(self.workdir, kubeconfig, paths["kubectl"], paths["helm"], self.workdir)
         nodes = json.loads(handle.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-        objects: list[dict[str, object]] = [addons.storage_class()]
+        objects: list[dict[str, Any]] = [addons.storage_class()]
         for index, node in enumerate(nodes):
             name = node["metadata"]["name"]
             handle.kubectl("label", "node", name, "--overwrite", f"{addons.ZONE_LABEL}={self.plan.zone_of(index)}")
@@ -66,7 +67,7 @@ class KindCluster:
             slots = [f"/mnt/disks/ssd{slot}" for slot in range(self.plan.volumes_per_node)]
             subprocess.run(["docker", "exec", name, "mkdir", "-p", *slots], check=True)
             objects += [addons.local_volume(self.plan, name, slot) for slot in range(self.plan.volumes_per_node)]
-        handle.apply_objects(objects)  # type: ignore[arg-type]
+        handle.apply_objects(objects)
         for crd in upstream.third_party_crds():
             handle.kubectl("apply", "--server-side", "-f", str(crd))
         handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")

@@ -22,13 +22,12 @@ log = logging.getLogger("ttsfleet.devcluster.pvrecycler")
 def recycle_once(api: client.CoreV1Api) -> int:
     recycled = 0
     for volume in api.list_persistent_volume(label_selector=f"{LOCAL_SSD_LABEL}=true").items:
-        if volume.status.phase not in ("Released", "Failed"):
+        phase = volume.status.phase if volume.status else None
+        name = volume.metadata.name if volume.metadata else None
+        if name is None or phase not in ("Released", "Failed"):
             continue
-        api.patch_persistent_volume(
-            volume.metadata.name,
-            [{"op": "remove", "path": "/spec/claimRef"}],
-        )
-        log.info("recycled volume=%s previous_phase=%s", volume.metadata.name, volume.status.phase)
+        api.patch_persistent_volume(name, [{"op": "remove", "path": "/spec/claimRef"}])
+        log.info("recycled volume=%s previous_phase=%s", name, phase)
         recycled += 1
     return recycled
 
