@@ -40,6 +40,8 @@ TRITON_CONFIG_FILE = "config.pbtxt"
 SERVING_JSON_FILE = "serving.json"
 ENV_SERVING_CONFIG = "TTSFLEET_SERVING_CONFIG"  # path of serving.json
 ENV_MODEL_CACHE = "TTSFLEET_MODEL_CACHE"
+# Set by the worker launcher: the model reads Triton's own queue gauge from here for tts_queue_length.
+ENV_METRICS_URL = "TTSFLEET_METRICS_URL"
 
 # Model I/O tensor names (decoupled: one request streams many responses).
 INPUT_TEXT = "TEXT"
@@ -50,6 +52,15 @@ OUTPUT_CHUNK_INDEX = "CHUNK_INDEX"
 OUTPUT_FINAL = "FINAL"  # True on the last chunk of a request
 
 AUDIO_FORMATS = ("pcm16", "float32")
+
+# Triton refuses decoupled models on its unary endpoints (HTTP infer, gRPC ModelInfer). This
+# companion model answers them: it streams from the main model (BLS) and returns all the audio
+# in one response, with the same inputs and AUDIO output.
+UNARY_MODEL_SUFFIX = "_unary"
+
+
+def unary_model_name(model_name: str = MODEL_NAME) -> str:
+    return f"{model_name}{UNARY_MODEL_SUFFIX}"
 
 # Custom metrics the worker exports through Triton's metrics endpoint (python-backend metrics
 # API). The KEDA trigger scales on QUEUE_LENGTH; dashboards and alerts use the rest.
@@ -137,3 +148,34 @@ output [
 instance_group [ {{ count: {config.instance_count} kind: {kind} }} ]
 parameters {{ key: "serving_config" value: {{ string_value: {json.dumps(config.to_json())} }} }}
 """
+
+
+def render_unary_triton_config(config: ServingConfig) -> str:
+    """``config.pbtxt`` of the unary companion model (no torch: it only relays to the main model).
+
+    One instance per batch slot, so that as many unary requests as the main model batches can
+    wait on it at once.
+    """
+    return f"""\
+name: "{unary_model_name(config.model_name)}"
+backend: "python"
+max_batch_size: 0
+input [
+  {{ name: "{INPUT_TEXT}" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "{INPUT_VOICE}" data_type: TYPE_STRING dims: [ 1 ] optional: true }},
+  {{ name: "{INPUT_FORMAT}" data_type: TYPE_STRING dims: [ 1 ] optional: true }}
+]
+output [
+  {{ name: "{OUTPUT_AUDIO}" data_type: TYPE_STRING dims: [ 1 ] }}
+]
+instance_group [ {{ count: {config.max_batch_size} kind: KIND_CPU }} ]
+parameters {{ key: "target_model" value: {{ string_value: "{config.model_name}" }} }}
+"""
+
+# Appended by the operator. Set on the init container when spec.model.sha256 is given: the
+# expected sha256 of the source's manifest (ttsfleet-weights.json); the fetcher should refuse a
+# mismatch.
+ENV_MODEL_SHA256 = "TTSFLEET_MODEL_SHA256"
+# Set on the worker container: seconds a stopping pod may keep serving its open streams after
+# SIGTERM (spec.disruption.drainSeconds); terminationGracePeriodSeconds covers it.
+ENV_DRAIN_SECONDS = "TTSFLEET_DRAIN_SECONDS"

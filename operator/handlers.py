@@ -1,0 +1,145 @@
+"""kopf wiring: every trigger calls :meth:`Reconciler.reconcile` and nothing else.
+
+Triggers: the TTSDeployment's own watch events (the initial listing is "resume", then
+create/update), watch events of its children and pods (drift, deletion, readiness), and a
+periodic resync. All of them are ``on.event``-style or operator-level: no kopf state is stored
+on the fleets and no finalizer is ever added (kopf timers would add one), so a fleet deleted
+while the operator is away is simply garbage-collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from ttsfleet.operator import kinds, naming, peering, spec
+from ttsfleet.operator.kube import Kube
+from ttsfleet.operator.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+# Children (and the pods the StatefulSet creates) whose changes may change a fleet.
+WATCHED_CHILDREN: tuple[tuple[str, str, str], ...] = (
+    ("apps", "v1", "statefulsets"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "pods"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    namespaces: tuple[str, ...] = ()
+    clusterwide: bool = False
+    resync_seconds: float = 30.0
+    max_workers: int = 8
+    # HA: the kopf peering this replica belongs to (None: standalone), its identity and priority.
+    peering: str | None = None
+    identity: str = ""
+    priority: int = 0
+
+
+def _reconcile(memo: Any, namespace: str, name: str) -> None:
+    reconciler: Reconciler = memo["reconciler"]
+    reconciler.reconcile(namespace, name)
+
+
+def on_fleet_event(memo: Any, type: str, namespace: str | None, name: str, **_: Any) -> None:
+    if type == "DELETED" or namespace is None:
+        return  # garbage collection follows the owner references
+    _reconcile(memo, namespace, name)
+
+
+def on_child_event(memo: Any, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    owner = labels.get(naming.LABEL_DEPLOYMENT)
+    if owner and namespace:
+        _reconcile(memo, namespace, owner)
+
+
+def _active_for(kube: Kube, options: Options, namespace: str) -> bool:
+    if options.peering is None:
+        return True
+    if options.clusterwide:
+        obj = kube.get(kinds.CLUSTER_PEERING, None, options.peering)
+    else:
+        obj = kube.get(kinds.PEERING, namespace, options.peering)
+    return peering.is_active(obj, options.identity, options.priority, datetime.now(UTC))
+
+
+def _fleets_to_resync(kube: Kube, options: Options) -> list[tuple[str, str]]:
+    exact = [ns for ns in options.namespaces if not any(ch in ns for ch in "*?[!")]
+    if options.clusterwide or len(exact) != len(options.namespaces):
+        items = kube.list_objects(kinds.TTSDEPLOYMENT, None)
+        if not options.clusterwide:
+            items = [
+                i for i in items if any(fnmatch.fnmatch(i["metadata"]["namespace"], p) for p in options.namespaces)
+            ]
+    else:
+        items = [i for ns in exact for i in kube.list_objects(kinds.TTSDEPLOYMENT, ns)]
+    fleets = [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items]
+    active = {ns: _active_for(kube, options, ns) for ns in {ns for ns, _ in fleets}}
+    return [(ns, name) for ns, name in fleets if active[ns]]
+
+
+async def resync_forever(reconciler: Reconciler, options: Options) -> None:
+    """Periodic level-based pass over every fleet (catches what no event announces, e.g. a
+    Secret created after the fleet). Failures are logged and retried at the next period."""
+    while True:
+        await asyncio.sleep(options.resync_seconds)
+        try:
+            fleets = await asyncio.to_thread(_fleets_to_resync, reconciler.kube, options)
+        except Exception:
+            log.exception("resync: listing TTSDeployments failed")
+            continue
+        for namespace, name in fleets:
+            try:
+                await asyncio.to_thread(reconciler.reconcile, namespace, name)
+            except Exception:
+                log.exception("resync of %s/%s failed", namespace, name)
+
+
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options: Options = memo["options"]
+    # Quiet by default: kopf's own Kubernetes events only for real trouble.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = options.max_workers
+    settings.watching.server_timeout = 600
+    kube = await asyncio.to_thread(Kube.connect)
+    reconciler = Reconciler(kube)
+    memo["reconciler"] = reconciler
+    memo["resync"] = asyncio.create_task(resync_forever(reconciler, options), name="ttsfleet-resync")
+
+
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("resync")
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    reconciler: Reconciler | None = memo.get("reconciler")
+    if reconciler is not None:
+        reconciler.kube.close()
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    kopf.on.startup(registry=registry)(on_startup)
+    kopf.on.cleanup(registry=registry)(on_cleanup)
+    kopf.on.event(spec.GROUP, spec.VERSION, spec.PLURAL, registry=registry)(on_fleet_event)
+    managed: dict[str, Any] = {
+        naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER,
+        naming.LABEL_DEPLOYMENT: kopf.PRESENT,
+    }
+    for group, version, plural in WATCHED_CHILDREN:
+        kopf.on.event(group, version, plural, labels=managed, registry=registry, id=f"child-{plural}")(on_child_event)
+    return registry

@@ -1,0 +1,167 @@
+"""The operator's only door to the API server: get, list, server-side apply, delete, events.
+
+Objects are plain dicts (the builders' output), applied with server-side apply under one field
+manager, forced: the operator is the declared owner of every field it sets on its children, so
+a hand edit of those fields is drift to undo, not a conflict to negotiate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+
+from ttsfleet.operator.kinds import Kind, kind_of
+from ttsfleet.operator.naming import FIELD_MANAGER
+
+log = logging.getLogger(__name__)
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+REQUEST_TIMEOUT_SECONDS = 30.0
+# Add-ons (KEDA, Prometheus Operator) may be installed after the operator starts.
+DISCOVERY_TTL_SECONDS = 60.0
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, *, field_manager: str = FIELD_MANAGER) -> None:
+        self._api = api
+        self._field_manager = field_manager
+        self._served: dict[str, tuple[bool, float]] = {}
+        self._served_lock = threading.Lock()
+
+    @classmethod
+    def connect(cls, context: str | None = None) -> Kube:
+        """In-cluster credentials when running in a pod, else the current kube context."""
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config(context=context)
+        return cls(client.ApiClient())
+
+    def close(self) -> None:
+        self._api.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, body, _ = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        response.read()
+        data = response.data or b""
+        payload: dict[str, Any] = json.loads(data) if data else {}
+        if not 200 <= response.status <= 299:
+            raise ApiError(response.status, str(payload.get("reason", "")), str(payload.get("message", data)))
+        return payload
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", kind.path(namespace, name))
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list_objects(
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = self._call("GET", kind.path(namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        for item in items:
+            # List items come without apiVersion/kind; put them back so objects are self-describing.
+            item.setdefault("apiVersion", kind.api_version)
+            item.setdefault("kind", kind.kind)
+        return items
+
+    def served(self, kind: Kind) -> bool:
+        """Whether the API server serves this kind (its CRD is installed)."""
+        now = time.monotonic()
+        with self._served_lock:
+            cached = self._served.get(kind.api_version + "/" + kind.plural)
+        if cached and now - cached[1] < DISCOVERY_TTL_SECONDS:
+            return cached[0]
+        try:
+            resources = self._call("GET", kind.base_path()).get("resources") or []
+            found = any(r.get("name") == kind.plural for r in resources)
+        except ApiError as err:
+            if err.status != 404:
+                raise
+            found = False
+        with self._served_lock:
+            self._served[kind.api_version + "/" + kind.plural] = (found, now)
+        return found
+
+    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        kind = kind_of(obj)
+        meta = obj["metadata"]
+        query = [("fieldManager", self._field_manager)]
+        if force:
+            query.append(("force", "true"))
+        return self._call(
+            "PATCH",
+            kind.path(meta.get("namespace"), meta["name"]),
+            query=query,
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    def apply_status(self, kind: Kind, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": kind.api_version,
+            "kind": kind.kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        return self._call(
+            "PATCH",
+            kind.path(namespace, name, "status"),
+            query=[("fieldManager", self._field_manager), ("force", "true")],
+            body=body,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+
+    def delete(self, kind: Kind, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete in the background; the uid precondition keeps us off a same-named successor."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        body["propagationPolicy"] = "Background"
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call("DELETE", kind.path(namespace, name), body=body)
+        except ApiError as err:
+            if err.status not in (404, 409):
+                raise
+
+    def create(self, kind: Kind, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", kind.path(namespace), body=obj)

@@ -1,0 +1,61 @@
+"""The operator's own Prometheus metrics: reconcile latency and errors, fleets by condition,
+desired and ready replicas per fleet."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILE_SECONDS = Histogram(
+    "ttsfleet_operator_reconcile_duration_seconds",
+    "Duration of one reconcile pass of one fleet.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_ERRORS = Counter(
+    "ttsfleet_operator_reconcile_errors_total",
+    "Reconcile passes that failed or reported a problem, by reason.",
+    ["reason"],
+)
+FLEETS = Gauge(
+    "ttsfleet_operator_fleets",
+    "Fleets by condition type and status.",
+    ["condition", "status"],
+)
+REPLICAS_DESIRED = Gauge("ttsfleet_operator_replicas_desired", "spec.replicas per fleet.", ["namespace", "name"])
+REPLICAS_READY = Gauge("ttsfleet_operator_replicas_ready", "Ready pods per fleet.", ["namespace", "name"])
+
+
+class FleetTracker:
+    """Keeps the last known conditions per fleet, to export counts across fleets."""
+
+    def __init__(self) -> None:
+        self._conditions: dict[tuple[str, str], dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._exported: set[tuple[str, str]] = set()
+
+    def observe(self, namespace: str, name: str, desired: int, status: dict[str, Any]) -> None:
+        REPLICAS_DESIRED.labels(namespace, name).set(desired)
+        REPLICAS_READY.labels(namespace, name).set(status.get("readyReplicas") or 0)
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        with self._lock:
+            self._conditions[(namespace, name)] = conditions
+            self._export()
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            if self._conditions.pop((namespace, name), None) is None:
+                return
+            self._export()
+        for gauge in (REPLICAS_DESIRED, REPLICAS_READY):
+            gauge.remove(namespace, name)
+
+    def _export(self) -> None:
+        counts = Tally(pair for conds in self._conditions.values() for pair in conds.items())
+        for pair in self._exported - set(counts):
+            FLEETS.labels(*pair).set(0)
+        for (condition, status), count in counts.items():
+            FLEETS.labels(condition, status).set(count)
+        self._exported |= set(counts)

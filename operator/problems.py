@@ -1,0 +1,72 @@
+"""Runtime problems the schema cannot catch, found in what the API server reports.
+
+A problem makes the fleet Ready=False/Degraded=True with the problem's reason; it never stops
+the operator from reconciling this or any other fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Container waiting reasons that will not clear on their own.
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def missing_secret(name: str, namespace: str) -> Problem:
+    return Problem(
+        "SecretNotFound",
+        f"Secret {namespace}/{name} named in spec.model.secretRef does not exist: the model cannot be fetched",
+    )
+
+
+def invalid_spec(message: str) -> Problem:
+    return Problem("InvalidSpec", message)
+
+
+def apply_failed(kind: str, name: str, message: str) -> Problem:
+    return Problem("ApplyFailed", f"{kind} {name}: {message}")
+
+
+def _pod_condition(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def pod_problems(pods: list[dict[str, Any]]) -> list[Problem]:
+    """At most one problem per reason, naming the first pod that shows it."""
+    found: dict[str, Problem] = {}
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        name = pod["metadata"]["name"]
+        if pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        scheduled = _pod_condition(pod, "PodScheduled")
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            message = f"pod {name}: {scheduled.get('message', '')}".strip()
+            found.setdefault("Unschedulable", Problem("Unschedulable", message))
+        status = pod.get("status", {})
+        containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+        for container in containers:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in STUCK_WAITING_REASONS:
+                message = f"pod {name} container {container.get('name')}: {waiting.get('message', reason)}"
+                found.setdefault(reason, Problem(reason, message))
+    return list(found.values())

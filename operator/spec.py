@@ -1,0 +1,435 @@
+"""The TTSDeployment spec and status model: frozen dataclasses, one per schema object.
+
+Each field's metadata (:func:`schema.prop`) is what ``kubectl explain`` shows and what the CRD
+enforces; ``crds/`` is generated from these classes (``python -m ttsfleet.operator.crd``).
+Rules that span fields are CEL (``RULES``) so the API server rejects bad specs before the
+operator ever sees them; the operator re-checks nothing the schema already guarantees.
+"""
+
+# prop()/opt() are dataclasses.field() with schema metadata, which ruff cannot know.
+# ruff: noqa: RUF009
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ttsfleet import contract
+from ttsfleet.operator.schema import IMMUTABLE, JSON, Rule, opt, parse, prop
+
+GROUP = "tts.ttsfleet.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "TTSDeployment"
+PLURAL = "ttsdeployments"
+SINGULAR = "ttsdeployment"
+SHORT_NAMES = ("ttsd",)
+
+# Kubernetes' own quantity syntax (what controller-gen emits for resource.Quantity).
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
+    r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# Five-field cron as KEDA's cron scaler takes it (minute hour day-of-month month day-of-week).
+CRON = r"^\S+( +\S+){4}$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MODEL_SOURCE = r"^(hf://|https?://|file://|/).+$"
+DEFAULT_STORAGE_CLASS = "local-ssd"
+DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
+
+# A timezone is valid iff CEL can convert a timestamp into it (Go's tz database, as KEDA uses).
+# An unknown zone is an evaluation error, which the API server reports against this field.
+VALID_TIMEZONE = Rule(
+    "self == 'UTC' || timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
+    "must be a valid IANA time zone name",
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ChatTTS model the fleet serves and where the init container fetches it from."""
+
+    source: str = prop(
+        "Where the init container fetches the model from: hf://org/repo (Hugging Face Hub), an https:// "
+        "base URL, or a path (file:///… or /…) on a volume the image provides.",
+        pattern=MODEL_SOURCE,
+        max_length=1024,
+    )
+    name: str = prop(
+        "Model name in Triton's model repository and in the cache. Immutable: the per-pod caches are keyed by it.",
+        contract.MODEL_NAME,
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        max_length=63,
+        rules=(IMMUTABLE,),
+    )
+    revision: str = prop(
+        "Revision of the source (git revision for hf://, object version or tag otherwise). Changing it "
+        "rolls the fleet.",
+        "main",
+        max_length=128,
+    )
+    sha256: str | None = opt(
+        "Expected SHA-256 of the source's weights manifest (ttsfleet-weights.json); the fetcher refuses a "
+        "mismatch. Individual files are always checked against the manifest's own sums.",
+        pattern=r"^[a-f0-9]{64}$",
+        max_length=64,
+    )
+    approximate_size: str | None = opt(
+        "Approximate size of the model on disk (a quantity such as 4Gi); must fit in modelCache.size.",
+        pattern=QUANTITY,
+        max_length=32,
+    )
+    secret_ref: str | None = opt(
+        "Name of a Secret in the same namespace whose keys become the fetcher's environment "
+        "(e.g. HF_TOKEN for a private Hugging Face repository). A missing Secret makes the fleet Ready=False.",
+        pattern=DNS_LABEL,
+        max_length=253,
+    )
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """A named speaker: a seed from which ChatTTS samples a speaker embedding, or the embedding."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("has(self.seed) != has(self.embedding)", "set exactly one of seed or embedding"),
+    )
+
+    id: str = prop("Voice id that clients pass in the VOICE input.", pattern=DNS_LABEL, max_length=63)
+    seed: int | None = opt("Seed for ChatTTS's random speaker sampler.", minimum=0, maximum=2**31 - 1)
+    embedding: str | None = opt("ChatTTS's encoded speaker embedding string.", max_length=65536)
+
+
+def _default_voices() -> tuple[VoiceSpec, ...]:
+    return (VoiceSpec(id="default", seed=42),)
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Compute for each worker pod. GPUs are requested as nvidia.com/gpu (requests = limits)."""
+
+    gpu: int = prop("nvidia.com/gpu per pod (0 runs on CPU, for tests only).", 1, minimum=0, maximum=8)
+    cpu: int | str = prop("CPU request per pod.", "4", pattern=QUANTITY)
+    memory: int | str = prop("Memory request per pod.", "16Gi", pattern=QUANTITY)
+    cpu_limit: int | str | None = opt("CPU limit per pod; none by default (no throttling).", pattern=QUANTITY)
+    memory_limit: int | str | None = opt("Memory limit per pod; defaults to the request.", pattern=QUANTITY)
+
+
+@dataclass(frozen=True)
+class TopologySpreadSpec:
+    """How worker pods spread across failure domains (zones by default)."""
+
+    enabled: bool = prop("Add a topology spread constraint for the worker pods.", True)
+    topology_key: str = prop("Node label that defines the domains.", "topology.kubernetes.io/zone", max_length=253)
+    max_skew: int = prop("Largest difference in pod count between two domains.", 1, minimum=1, maximum=100)
+    when_unsatisfiable: str = prop(
+        "DoNotSchedule keeps pods Pending rather than skewing; ScheduleAnyway only prefers spreading.",
+        "ScheduleAnyway",
+        enum=("DoNotSchedule", "ScheduleAnyway"),
+    )
+
+
+@dataclass(frozen=True)
+class ModelCacheSpec:
+    """The per-pod model cache: a PVC from volumeClaimTemplates, on local SSD by default."""
+
+    storage_class_name: str = prop(
+        "StorageClass of the cache PVCs. Immutable: changing it would orphan the existing caches.",
+        DEFAULT_STORAGE_CLASS,
+        max_length=253,
+        rules=(IMMUTABLE,),
+    )
+    size: str = prop(
+        "Size of each cache PVC. Immutable (volumeClaimTemplates cannot change).",
+        "20Gi",
+        pattern=QUANTITY,
+        max_length=32,
+        rules=(IMMUTABLE,),
+    )
+    keep_on_scale_down: bool = prop(
+        "Keep the cache PVCs of pods removed by a scale-down, so scaling up again starts warm.", True
+    )
+    keep_on_delete: bool = prop("Keep the cache PVCs when the TTSDeployment is deleted.", False)
+
+
+@dataclass(frozen=True)
+class WarmupSpec:
+    """Warmup before a pod reports ready: each sentence is synthesized once per voice."""
+
+    sentences: tuple[str, ...] = prop(
+        "Sentences synthesized per voice before the model turns ready.",
+        factory=lambda: ("Hello from ttsfleet.",),
+        max_items=16,
+    )
+    timeout_seconds: int = prop(
+        "How long a pod may take from start to ready (fetch + load + warmup) before it is restarted.",
+        900,
+        minimum=30,
+        maximum=7200,
+    )
+
+
+@dataclass(frozen=True)
+class BatchingSpec:
+    """Triton dynamic batching of concurrent requests into one ChatTTS inference."""
+
+    max_batch_size: int = prop("Largest batch Triton forms.", 8, minimum=1, maximum=64)
+    max_queue_delay_microseconds: int = prop(
+        "How long Triton waits to fill a batch.", 5000, minimum=0, maximum=1_000_000
+    )
+    instances: int = prop("Model instances per pod (per GPU).", 1, minimum=1, maximum=8)
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """How spec changes reach running pods."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.strategy == 'RollingUpdate' || self.partition == 0",
+            "partition is only meaningful with strategy RollingUpdate",
+            field_path=".partition",
+        ),
+    )
+
+    strategy: str = prop(
+        "RollingUpdate replaces pods from the highest ordinal down; OnDelete waits for pods to be deleted.",
+        "RollingUpdate",
+        enum=("RollingUpdate", "OnDelete"),
+    )
+    partition: int = prop("Only pods with an ordinal >= partition are updated (canary); 0 updates all.", 0, minimum=0)
+
+
+@dataclass(frozen=True)
+class DisruptionSpec:
+    """Voluntary disruptions (drains, rollouts) and how a stopping pod drains its streams."""
+
+    max_unavailable: int | str = prop(
+        "PodDisruptionBudget maxUnavailable (number or percentage); the budget exists when more than one "
+        "replica can exist.",
+        1,
+        pattern=r"^([0-9]+|[0-9]+%)$",
+    )
+    drain_seconds: int = prop(
+        "How long a stopping pod may keep serving its open streams after it leaves the endpoints.",
+        120,
+        minimum=0,
+        maximum=3600,
+    )
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A cron pre-scaling window: at least `replicas` pods between start (or readyBy) and end."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("has(self.start) != has(self.readyBy)", "set exactly one of start or readyBy"),
+        Rule("!has(self.start) || self.start != self.end", "start and end must differ", field_path=".end"),
+        Rule("!has(self.readyBy) || self.readyBy != self.end", "readyBy and end must differ", field_path=".end"),
+    )
+
+    name: str = prop("Schedule name, unique within the fleet.", pattern=DNS_LABEL, max_length=63)
+    end: str = prop("Cron expression (5 fields) at which the window ends.", pattern=CRON, max_length=100)
+    replicas: int = prop("Replicas the fleet holds at least during the window.", minimum=1, maximum=1000)
+    timezone: str = prop(
+        "IANA time zone of the cron expressions, e.g. Europe/Paris.",
+        "UTC",
+        max_length=64,
+        rules=(VALID_TIMEZONE,),
+    )
+    start: str | None = opt("Cron expression (5 fields) at which scaling up starts.", pattern=CRON, max_length=100)
+    ready_by: str | None = opt(
+        "Cron expression (5 fields: fixed minute and hour, day-of-month *) by which the replicas must be "
+        "Ready; the operator derives the start from the fleet's measured cold start plus "
+        "autoscaling.leadTimeMarginSeconds.",
+        pattern=r"^[0-9]+ +[0-9]+ +\* +\S+ +\S+$",
+        max_length=100,
+    )
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """KEDA autoscaling on per-pod queue length plus cron pre-scaling. The ScaledObject targets this
+    TTSDeployment's scale subresource, so the autoscaler writes spec.replicas and the operator
+    follows it."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "minReplicas must not exceed maxReplicas",
+            field_path=".minReplicas",
+        ),
+        Rule(
+            "self.schedules.all(s, s.replicas <= self.maxReplicas)",
+            "schedule replicas must not exceed maxReplicas",
+            field_path=".schedules",
+        ),
+    )
+
+    enabled: bool = prop("Create a KEDA ScaledObject for the fleet.", False)
+    min_replicas: int = prop("Lowest replica count (0 allows scale to zero).", 1, minimum=0, maximum=1000)
+    max_replicas: int = prop("Highest replica count.", 4, minimum=1, maximum=1000)
+    target_queue_length: int = prop(
+        f"Target {contract.METRIC_QUEUE_LENGTH} per pod (queued plus in-flight requests).", 4, minimum=1
+    )
+    polling_interval_seconds: int = prop("How often KEDA queries the triggers.", 15, minimum=1, maximum=3600)
+    cooldown_seconds: int = prop(
+        "KEDA cooldown before scaling to zero after the last active trigger.", 300, minimum=0, maximum=86400
+    )
+    scale_down_stabilization_seconds: int = prop(
+        "HPA scale-down stabilisation window: the highest recommendation in this window wins.",
+        300,
+        minimum=0,
+        maximum=3600,
+    )
+    prometheus_address: str = prop(
+        "Prometheus server the queue-length trigger queries.", DEFAULT_PROMETHEUS, max_length=1024
+    )
+    lead_time_margin_seconds: int = prop(
+        "Margin added to the measured cold start when deriving a schedule's start from readyBy.",
+        120,
+        minimum=0,
+        maximum=3600,
+    )
+    schedules: tuple[ScheduleSpec, ...] = prop(
+        "Cron pre-scaling windows (e.g. before peak hours).",
+        factory=tuple,
+        max_items=16,
+        list_map_keys=("name",),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """The client Service. Port names (grpc, http, metrics) are what Gateway routes and Prometheus use."""
+
+    type: str = prop("Service type.", "ClusterIP", enum=("ClusterIP", "NodePort", "LoadBalancer"))
+    grpc_port: int = prop("Service port for Triton gRPC.", contract.GRPC_PORT, minimum=1, maximum=65535)
+    http_port: int = prop("Service port for Triton HTTP.", contract.HTTP_PORT, minimum=1, maximum=65535)
+    metrics_port: int = prop(
+        "Service port for Triton's Prometheus metrics.", contract.METRICS_PORT, minimum=1, maximum=65535
+    )
+
+
+@dataclass(frozen=True)
+class MonitoringSpec:
+    """Prometheus Operator integration."""
+
+    service_monitor: bool = prop("Create a ServiceMonitor for the metrics port.", False)
+    interval: str = prop("Scrape interval.", "15s", pattern=r"^[0-9]+(ms|s|m)$", max_length=16)
+    labels: dict[str, str] = prop(
+        "Extra labels on the ServiceMonitor (for the Prometheus serviceMonitorSelector).", factory=dict
+    )
+
+
+@dataclass(frozen=True)
+class TTSDeploymentSpec:
+    """Desired state of a fleet of ChatTTS servers on Triton."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.voices.exists(v, v.id == self.defaultVoice)",
+            "defaultVoice must be the id of one of voices",
+            field_path=".defaultVoice",
+        ),
+        Rule(
+            "!self.autoscaling.enabled || (self.replicas >= self.autoscaling.minReplicas && "
+            "self.replicas <= self.autoscaling.maxReplicas)",
+            "replicas must lie within autoscaling.minReplicas..maxReplicas when autoscaling is enabled",
+            field_path=".replicas",
+        ),
+        Rule(
+            "!has(self.model.approximateSize) || "
+            "quantity(self.model.approximateSize).isLessThan(quantity(self.modelCache.size))",
+            "model.approximateSize must be smaller than modelCache.size",
+            field_path=".modelCache.size",
+        ),
+    )
+
+    image: str = prop("Worker container image (ttsfleet/worker:<version>).", max_length=512)
+    model: ModelSpec = prop("Model to serve.")
+    replicas: int = prop(
+        "Number of worker pods. Written by the autoscaler through the scale subresource when autoscaling is enabled.",
+        1,
+        minimum=0,
+        maximum=1000,
+    )
+    image_pull_policy: str = prop(
+        "Pull policy of the worker image.", "IfNotPresent", enum=("Always", "IfNotPresent", "Never")
+    )
+    voices: tuple[VoiceSpec, ...] = prop(
+        "Voices the fleet serves.",
+        factory=_default_voices,
+        min_items=1,
+        max_items=64,
+        list_map_keys=("id",),
+    )
+    default_voice: str = prop("Voice used when a request names none.", "default", max_length=63)
+    max_text_chars: int = prop("Longest text a request may carry.", 2000, minimum=1, maximum=100_000)
+    resources: ResourcesSpec = prop("Compute per pod.", factory=ResourcesSpec)
+    node_selector: dict[str, str] = prop("Node labels the worker pods require.", factory=dict)
+    tolerations: tuple[JSON, ...] = prop(
+        "Pod tolerations (core/v1 Toleration). A toleration for nvidia.com/gpu is added when GPUs are requested.",
+        factory=tuple,
+        max_items=32,
+    )
+    affinity: JSON | None = opt("Pod affinity (core/v1 Affinity), passed through unchanged.")
+    topology_spread: TopologySpreadSpec = prop("Spread of pods across zones.", factory=TopologySpreadSpec)
+    priority_class_name: str | None = opt("PriorityClass of the worker pods.", max_length=253)
+    service_account_name: str | None = opt("ServiceAccount of the worker pods.", max_length=253)
+    model_cache: ModelCacheSpec = prop("Per-pod model cache volume.", factory=ModelCacheSpec)
+    warmup: WarmupSpec = prop("Warmup before readiness.", factory=WarmupSpec)
+    batching: BatchingSpec = prop("Triton dynamic batching.", factory=BatchingSpec)
+    rollout: RolloutSpec = prop("Update strategy.", factory=RolloutSpec)
+    disruption: DisruptionSpec = prop("Disruption budget and draining.", factory=DisruptionSpec)
+    autoscaling: AutoscalingSpec = prop("Autoscaling with KEDA.", factory=AutoscalingSpec)
+    service: ServiceSpec = prop("Client Service.", factory=ServiceSpec)
+    monitoring: MonitoringSpec = prop("Prometheus monitoring.", factory=MonitoringSpec)
+
+
+@dataclass(frozen=True)
+class ConditionStatus:
+    """A status condition (metav1.Condition shape)."""
+
+    type: str = prop("Ready, Progressing or Degraded.", max_length=64)
+    status: str = prop("True, False or Unknown.", enum=("True", "False", "Unknown"))
+    reason: str = prop("CamelCase reason of the last transition or update.", max_length=128)
+    last_transition_time: str = prop("When status last flipped.", max_length=64)
+    message: str = prop("Human-readable detail.", "", max_length=4096)
+    observed_generation: int | None = opt("Generation the condition was computed for.", minimum=0)
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """What the operator derived for one schedule."""
+
+    name: str = prop("Schedule name.", max_length=63)
+    start: str = prop("Cron start in effect (derived from readyBy when given).", max_length=100)
+    lead_seconds: int | None = opt("Lead time subtracted from readyBy.", minimum=0)
+
+
+@dataclass(frozen=True)
+class TTSDeploymentStatus:
+    """Observed state of the fleet."""
+
+    observed_generation: int | None = opt("Generation of the spec last reconciled.", minimum=0)
+    replicas: int | None = opt("Pods of the StatefulSet (scale subresource status).", minimum=0)
+    ready_replicas: int | None = opt("Pods that passed readiness (model loaded and warmed).", minimum=0)
+    updated_replicas: int | None = opt("Pods at the update revision.", minimum=0)
+    replicas_summary: str | None = opt("ready/desired, for kubectl get.", max_length=32)
+    current_revision: str | None = opt("StatefulSet current revision.", max_length=253)
+    update_revision: str | None = opt("StatefulSet update revision.", max_length=253)
+    selector: str | None = opt("Label selector of the pods (scale subresource).", max_length=1024)
+    cold_start_p95_seconds: float | None = opt(
+        "Rolling p95 of pod creation to Ready over recent pods, for schedule lead times."
+    )
+    cold_start_samples: tuple[float, ...] | None = opt("Recent cold starts in seconds.", max_items=32)
+    sampled_pods: tuple[str, ...] | None = opt("Pod uids already sampled.", max_items=32)
+    schedules: tuple[ScheduleStatus, ...] | None = opt("Derived schedule starts.", max_items=16)
+    conditions: tuple[ConditionStatus, ...] | None = opt(
+        "Ready, Progressing and Degraded.", max_items=8, list_map_keys=("type",)
+    )
+
+
+def parse_spec(raw: Any) -> TTSDeploymentSpec:
+    return parse(TTSDeploymentSpec, raw, "spec")

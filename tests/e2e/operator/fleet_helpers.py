@@ -1,0 +1,77 @@
+"""Helpers for the operator e2e tests: bounded waits and kubectl JSON access."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+IMAGE = "ttsfleet/worker:0.1.0"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
+    """Poll ``probe`` until it returns something truthy; fail saying what was awaited, how long."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def get(cluster: Any, namespace: str, *what: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", "-n", namespace, *what, "-o", "json", check=False)
+    if result.returncode != 0:
+        if "NotFound" in result.stderr or "not found" in result.stderr:
+            return None
+        raise RuntimeError(result.stderr)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def items(cluster: Any, namespace: str, *what: str) -> list[dict[str, Any]]:
+    data = get(cluster, namespace, *what)
+    return list((data or {}).get("items") or [])
+
+
+def apply(cluster: Any, namespace: str, *docs: dict[str, Any]) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs))
+
+
+def fleet(name: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "image": IMAGE,
+        "model": {"source": "hf://2Noise/ChatTTS"},
+        "resources": {"cpu": "1", "memory": "1Gi"},
+    }
+    body.update(copy.deepcopy(spec))
+    return {
+        "apiVersion": "tts.ttsfleet.io/v1alpha1",
+        "kind": "TTSDeployment",
+        "metadata": {"name": name},
+        "spec": body,
+    }
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return dict(cond)
+    return {}
+
+
+def ready_fleet(cluster: Any, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = get(cluster, namespace, "ttsd", name)
+        ready = condition(obj, "Ready")
+        return obj if ready.get("status") == "True" else None
+
+    return wait_for(f"TTSDeployment {namespace}/{name} Ready=True", probe, timeout)

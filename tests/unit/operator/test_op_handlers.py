@@ -1,0 +1,88 @@
+"""kopf wiring: which triggers reach reconcile(), and that none of them needs a finalizer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fixtures_operator import FakeKube
+
+from ttsfleet.operator import handlers, naming, peering
+
+
+def fleet(namespace: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "tts.ttsfleet.io/v1alpha1",
+        "kind": "TTSDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def test_registry_has_no_finalizer_requiring_handlers() -> None:
+    registry = handlers.build_registry()
+    assert not registry._changing.get_all_handlers()  # no create/update/delete state on fleets
+    assert not registry._spawning.get_all_handlers()  # no timers/daemons (they add finalizers)
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers() if h.selector}
+    assert {"ttsdeployments", "statefulsets", "services", "configmaps", "pods"} <= watched
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def reconcile(self, namespace: str, name: str) -> None:
+        self.calls.append((namespace, name))
+
+
+def test_events_route_to_the_owning_fleet() -> None:
+    recorder = Recorder()
+    memo = {"reconciler": recorder}
+    handlers.on_fleet_event(memo=memo, type="MODIFIED", namespace="ns", name="a")
+    handlers.on_fleet_event(memo=memo, type="DELETED", namespace="ns", name="b")
+    handlers.on_child_event(memo=memo, labels={naming.LABEL_DEPLOYMENT: "c"}, namespace="ns")
+    handlers.on_child_event(memo=memo, labels={}, namespace="ns")
+    assert recorder.calls == [("ns", "a"), ("ns", "c")]
+
+
+def test_resync_lists_the_served_namespaces() -> None:
+    kube = FakeKube()
+    for ns, name in [("team-a", "x"), ("team-b", "y"), ("other", "z")]:
+        kube.put(fleet(ns, name))
+    listed = handlers._fleets_to_resync(kube, handlers.Options(clusterwide=True))  # type: ignore[arg-type]
+    assert sorted(listed) == [("other", "z"), ("team-a", "x"), ("team-b", "y")]
+    exact = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-a",)))  # type: ignore[arg-type]
+    assert exact == [("team-a", "x")]
+    globbed = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-*",)))  # type: ignore[arg-type]
+    assert sorted(globbed) == [("team-a", "x"), ("team-b", "y")]
+
+
+def test_resync_only_in_the_active_replica() -> None:
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    fresh = "2026-01-01T11:59:50+00:00"
+    stale = "2026-01-01T11:00:00+00:00"
+    body = {
+        "status": {
+            "me": {"priority": 10, "lifetime": 60, "lastseen": fresh},
+            "standby": {"priority": 5, "lifetime": 60, "lastseen": fresh},
+            "dead-boss": {"priority": 99, "lifetime": 60, "lastseen": stale},
+        }
+    }
+    assert peering.is_active(body, "me", 10, now)
+    assert not peering.is_active(body, "standby", 5, now)
+    assert not peering.is_active(None, "me", 10, now)
+    kube = FakeKube()
+    kube.put(fleet("team-a", "x"))
+    live = {"lifetime": 60, "lastseen": datetime.now(UTC).isoformat()}
+    peers = {"me": {"priority": 10, **live}, "standby": {"priority": 5, **live}}
+    kube.put(
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": "p"},
+            "status": peers,
+        }
+    )
+    options = handlers.Options(clusterwide=True, peering="p", identity="standby", priority=5)
+    assert handlers._fleets_to_resync(kube, options) == []  # type: ignore[arg-type]
+    options = handlers.Options(clusterwide=True, peering="p", identity="me", priority=10)
+    assert handlers._fleets_to_resync(kube, options) == [("team-a", "x")]  # type: ignore[arg-type]

@@ -1,0 +1,209 @@
+"""reconcile() against an in-memory API server: idempotence, pruning, problems, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fixtures_operator import OWNER, FakeKube, fleet_body, minimal_spec
+
+from ttsfleet.operator import kinds, naming
+from ttsfleet.operator.kube import ApiError
+from ttsfleet.operator.reconcile import Reconciler
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+def setup(spec: dict[str, Any], **kube_args: Any) -> tuple[FakeKube, Reconciler]:
+    kube = FakeKube(**kube_args)
+    kube.put(fleet_body(spec))
+    return kube, Reconciler(kube, now=lambda: NOW, instance="test")  # type: ignore[arg-type]
+
+
+def fleet(kube: FakeKube) -> dict[str, Any]:
+    body = kube.get(kinds.TTSDEPLOYMENT, OWNER.namespace, OWNER.name)
+    assert body is not None
+    return body
+
+
+def condition(kube: FakeKube, type_: str) -> dict[str, Any]:
+    return next(c for c in fleet(kube)["status"]["conditions"] if c["type"] == type_)
+
+
+def mark_statefulset(kube: FakeKube, replicas: int, ready: int) -> None:
+    sts = kube.objects[(kinds.STATEFULSET, OWNER.namespace, OWNER.name)]
+    sts["metadata"]["generation"] = 1
+    sts["status"] = {
+        "observedGeneration": 1,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "updatedReplicas": replicas,
+        "currentRevision": "fleet-1",
+        "updateRevision": "fleet-1",
+    }
+
+
+def test_first_pass_creates_children_and_status() -> None:
+    kube, reconciler = setup(minimal_spec(replicas=2))
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert result is not None and result.status_written
+    kinds_applied = sorted(o["kind"] for o in kube.applied)
+    assert kinds_applied == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+    assert condition(kube, "Ready")["status"] == "False"
+    assert fleet(kube)["status"]["selector"] == naming.selector_string(OWNER)
+    assert [(e["reason"], e["type"]) for e in kube.events] == [("ReplicasNotReady", "Normal")]
+
+
+def test_reconcile_twice_changes_nothing() -> None:
+    kube, reconciler = setup(minimal_spec(replicas=2))
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    mark_statefulset(kube, 2, 2)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert condition(kube, "Ready")["status"] == "True"
+    writes, events, applied = len(kube.status_writes), len(kube.events), list(kube.applied)
+    kube.applied.clear()
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert result is not None and not result.status_written
+    assert len(kube.status_writes) == writes
+    assert len(kube.events) == events
+    # The same desired objects are applied again: server-side apply makes that a no-op.
+    assert kube.applied == applied[-len(kube.applied) :]
+
+
+def test_ready_transition_emits_one_event() -> None:
+    kube, reconciler = setup(minimal_spec())
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    before = len(kube.events)
+    mark_statefulset(kube, 1, 1)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    new = kube.events[before:]
+    assert [(e["reason"], e["type"]) for e in new] == [
+        ("AllReplicasReady", "Normal"),
+        ("RolloutComplete", "Normal"),
+    ]
+    assert new[0]["involvedObject"]["uid"] == OWNER.uid
+
+
+def test_stale_children_are_pruned() -> None:
+    kube, reconciler = setup(minimal_spec(replicas=3))
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert (kinds.PDB, OWNER.namespace, OWNER.name) in kube.objects
+    body = fleet(kube)
+    body["spec"]["replicas"] = 1
+    kube.put(body)
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert result is not None and result.pruned == 1
+    assert ("PodDisruptionBudget", OWNER.name) in kube.deleted
+
+
+def test_objects_of_other_owners_are_left_alone() -> None:
+    kube, reconciler = setup(minimal_spec())
+    stranger = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": "other",
+            "namespace": OWNER.namespace,
+            "labels": naming.labels(OWNER),
+            "ownerReferences": [{"uid": "someone-else", "controller": True}],
+        },
+    }
+    kube.put(stranger)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert kube.deleted == []
+
+
+def test_missing_secret_is_reported_not_raised() -> None:
+    kube, reconciler = setup(minimal_spec(model={"source": "hf://org/private", "secretRef": "creds"}))
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    mark_statefulset(kube, 1, 1)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    ready = condition(kube, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert condition(kube, "Degraded")["status"] == "True"
+    assert any(e["type"] == "Warning" and e["reason"] == "SecretNotFound" for e in kube.events)
+    kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": OWNER.namespace}})
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert condition(kube, "Ready")["status"] == "True"
+
+
+def test_rejected_child_becomes_a_condition() -> None:
+    kube, reconciler = setup(minimal_spec())
+    kube.fail_apply["StatefulSet"] = ApiError(422, "Invalid", "spec.template: bad toleration")
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    ready = condition(kube, "Ready")
+    assert ready["reason"] == "ApplyFailed"
+    assert "bad toleration" in ready["message"]
+
+
+def test_server_errors_propagate_for_retry() -> None:
+    kube, reconciler = setup(minimal_spec())
+    kube.fail_apply["StatefulSet"] = ApiError(500, "InternalError", "etcd timeout")
+    try:
+        reconciler.reconcile(OWNER.namespace, OWNER.name)
+    except ApiError as err:
+        assert err.status == 500
+    else:
+        raise AssertionError("a server error must propagate")
+
+
+def test_invalid_spec_is_reported() -> None:
+    kube, reconciler = setup({"model": {"source": "hf://a/b"}})
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert condition(kube, "Ready")["reason"] == "InvalidSpec"
+    assert kube.applied == []
+
+
+def test_deleted_or_deleting_fleets_are_skipped() -> None:
+    kube, reconciler = setup(minimal_spec())
+    body = fleet(kube)
+    body["metadata"]["deletionTimestamp"] = NOW
+    kube.put(body)
+    assert reconciler.reconcile(OWNER.namespace, OWNER.name) is None
+    assert reconciler.reconcile(OWNER.namespace, "gone") is None
+    assert kube.applied == []
+
+
+def test_optional_addons_missing_become_conditions() -> None:
+    spec = minimal_spec(
+        replicas=2,
+        autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3},
+        monitoring={"serviceMonitor": True},
+    )
+    kube, reconciler = setup(spec, served={kinds.SCALEDOBJECT: False, kinds.SERVICEMONITOR: False})
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert condition(kube, "Autoscaling")["reason"] == "KEDANotInstalled"
+    assert condition(kube, "Monitoring")["reason"] == "ServiceMonitorCRDMissing"
+    assert not any(o["kind"] in ("ScaledObject", "ServiceMonitor") for o in kube.applied)
+
+
+def test_autoscaling_applies_scaledobject_and_reports_derived_starts() -> None:
+    spec = minimal_spec(
+        autoscaling={
+            "enabled": True,
+            "leadTimeMarginSeconds": 60,
+            "schedules": [{"name": "eve", "readyBy": "0 19 * * *", "end": "0 23 * * *", "replicas": 3}],
+        },
+        warmup={"timeoutSeconds": 240},
+    )
+    kube, reconciler = setup(spec)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    scaled = kube.objects[(kinds.SCALEDOBJECT, OWNER.namespace, OWNER.name)]
+    cron = scaled["spec"]["triggers"][1]["metadata"]
+    assert cron["start"] == "55 18 * * *"  # 240 s warmup budget + 60 s margin, no measurement yet
+    assert fleet(kube)["status"]["schedules"] == [{"name": "eve", "start": "55 18 * * *", "leadSeconds": 300}]
+    assert condition(kube, "Autoscaling")["status"] == "True"
+
+
+def test_fleet_deleted_during_a_pass_is_not_an_error() -> None:
+    kube, reconciler = setup(minimal_spec())
+    original_apply = kube.apply
+
+    def apply_then_vanish(obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        kube.objects.pop((kinds.TTSDEPLOYMENT, OWNER.namespace, OWNER.name), None)
+        return original_apply(obj, force=force)
+
+    kube.apply = apply_then_vanish  # type: ignore[method-assign]
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert result is not None
+    assert kube.status_writes == [] and kube.events == []
