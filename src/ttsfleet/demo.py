@@ -32,7 +32,7 @@ log = logging.getLogger("ttsfleet.demo")
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ttsfleet-operator"
-EXAMPLE = REPO / "examples" / "minimal.yaml"
+EXAMPLE = REPO / "examples" / "cpu.yaml"
 SYSTEM_NAMESPACE = "ttsfleet-system"
 DEMO_NAMESPACE = "demo"
 RELEASE = "ttsfleet"
@@ -110,18 +110,18 @@ def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def run(use_current_context: bool, keep: bool, out: Path) -> Path:
+def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "demo") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(total=6, out=out)
     fleet = _fleet_name(EXAMPLE)
     with ExitStack() as cleanup:
-        with steps.step("Kubernetes cluster", str(default_workdir("demo") / "logs")):
+        with steps.step("Kubernetes cluster", str(default_workdir(cluster_name) / "logs")):
             if use_current_context:
                 paths = binaries.ensure_binaries(("kubernetes", "helm"))
                 kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
                 cluster = ClusterHandle(out, kubeconfig, paths["kubectl"], paths["helm"], out)
             else:
-                local = LocalCluster(default_workdir("demo"))
+                local = LocalCluster(default_workdir(cluster_name))
                 cluster = local.up()
                 if not keep:
                     cleanup.callback(local.down)
@@ -209,11 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--use-current-context", action="store_true", help="use $KUBECONFIG instead of a local cluster")
     parser.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
+    parser.add_argument("--cluster-name", default="demo", help="name of the local cluster (its files' folder)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo", help="where logs and the WAV go")
     args = parser.parse_args(argv)
     logs.configure()
     try:
-        run(args.use_current_context, args.keep, args.out)
+        run(args.use_current_context, args.keep, args.out, args.cluster_name)
     except StepFailed as failure:
         log.error("%s", failure)
         return 1
