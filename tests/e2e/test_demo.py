@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import wave
@@ -24,7 +25,7 @@ def test_demo_brings_a_fleet_to_ready_and_writes_speech(tmp_path: Path) -> None:
     assert "step 6/6 done" in output
     # The fleet's printer columns, as `kubectl get ttsd` shows them to a person.
     assert "READY" in output and "REPLICAS" in output and "MODEL" in output and "AUTOSCALING" in output
-    assert "tts-cpu   True" in output
+    assert re.search(r"^tts-cpu\s+True\s+1/1", output, re.MULTILINE), "the fleet must be listed Ready 1/1"
     with wave.open(str(tmp_path / "speech.wav")) as wav:
         assert wav.getframerate() == 24_000
         assert wav.getnchannels() == 1
