@@ -1,0 +1,94 @@
+"""A compact fleet lifecycle that touches every permission the operator's Role grants, reported
+as named expectations so that a test can say which part broke when a rule is missing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet_helpers import apply, condition, fleet, get, items
+
+from ttsfleet.devcluster.cluster import ClusterHandle
+
+NAME = "rbac-probe"
+SECRET = "model-credentials"
+CHILDREN = (
+    ("statefulset", NAME),
+    ("service", NAME),
+    ("service", f"{NAME}-pods"),
+    ("configmap", f"{NAME}-serving"),
+    ("poddisruptionbudget", NAME),
+    ("scaledobject", NAME),
+    ("servicemonitor", NAME),
+)
+
+
+def probe_fleet() -> dict[str, Any]:
+    """A fleet whose reconcile reads a Secret and writes every kind of child."""
+    return fleet(
+        NAME,
+        replicas=2,
+        model={"source": "hf://2Noise/ChatTTS", "secretRef": SECRET},
+        autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3},
+        monitoring={"serviceMonitor": True},
+    )
+
+
+def secret() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET},
+        "stringData": {"HF_TOKEN": "not-a-real-token"},
+    }
+
+
+@dataclass
+class Outcome:
+    """What a person would check: children, status, readiness, events, a quiet operator log."""
+
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing
+
+    def __str__(self) -> str:
+        return "; ".join(f"{name}: {why}" for name, why in sorted(self.missing.items())) or "all met"
+
+
+def observe(cluster: ClusterHandle, namespace: str, permission_errors: list[str], running: bool) -> Outcome:
+    outcome = Outcome()
+    absent = [f"{kind}/{name}" for kind, name in CHILDREN if get(cluster, namespace, kind, name) is None]
+    if absent:
+        outcome.missing["children"] = "absent: " + ", ".join(absent)
+    obj = get(cluster, namespace, "ttsd", NAME)
+    if not (obj or {}).get("status", {}).get("observedGeneration"):
+        outcome.missing["status"] = "the operator wrote no status"
+    ready = condition(obj, "Ready")
+    if ready.get("status") != "True":
+        outcome.missing["ready"] = f"Ready={ready.get('status')} ({ready.get('reason')}: {ready.get('message')})"
+    events = [
+        e
+        for e in items(cluster, namespace, "events")
+        if e["involvedObject"].get("kind") == "TTSDeployment" and e["involvedObject"]["name"] == NAME
+    ]
+    if not events:
+        outcome.missing["events"] = "no Event about the fleet"
+    if not running:
+        outcome.missing["operator"] = "the operator process exited"
+    if permission_errors:
+        outcome.missing["permissions"] = permission_errors[0][:300]
+    return outcome
+
+
+def run(cluster: ClusterHandle, namespace: str, operator: Any, timeout: float) -> Outcome:
+    """Apply the probe fleet and wait until every expectation holds or the time is up."""
+    apply(cluster, namespace, secret(), probe_fleet())
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = observe(cluster, namespace, operator.permission_errors(), operator.running)
+        if outcome.passed or time.monotonic() >= deadline:
+            return outcome
+        time.sleep(1)

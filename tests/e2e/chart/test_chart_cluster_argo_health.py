@@ -1,0 +1,74 @@
+"""Argo CD's health check against fleets on the real cluster, reconciled by the operator running
+as the chart's ServiceAccount. With TTSFLEET_CAPTURE_HEALTH=1 the objects seen are written to
+tests/unit/chart/health_objects/, which the unit tests replay."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from argo_health import health
+from chart_e2e import ChartOperator
+from fleet_helpers import apply, fleet, get
+
+from ttsfleet.devcluster.cluster import ClusterHandle
+from ttsfleet.devcluster.waiting import wait_for
+
+CAPTURE_DIR = Path(__file__).resolve().parents[2] / "unit" / "chart" / "health_objects"
+
+
+def _clean(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop what varies per run and says nothing about health."""
+    meta = obj["metadata"]
+    for key in ("managedFields", "uid", "resourceVersion", "creationTimestamp", "annotations"):
+        meta.pop(key, None)
+    meta["namespace"] = "team-a"
+    return obj
+
+
+def _verdict(cluster: ClusterHandle, namespace: str, name: str, expected: str, case: str) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        obj = get(cluster, namespace, "ttsd", name)
+        # Only statuses the operator wrote: "no status yet" is Progressing too, but says nothing.
+        has_conditions = bool(obj and (obj.get("status") or {}).get("conditions"))
+        return obj if obj and has_conditions and health(obj)[0] == expected else None
+
+    obj = wait_for(
+        seen,
+        what=f"{name} to look {expected} to Argo CD",
+        timeout=90,
+        describe=lambda: json.dumps((get(cluster, namespace, "ttsd", name) or {}).get("status")),
+    )
+    if os.environ.get("TTSFLEET_CAPTURE_HEALTH") == "1":
+        CAPTURE_DIR.mkdir(exist_ok=True)
+        document = {"expected": expected, "object": _clean(obj)}
+        (CAPTURE_DIR / f"{case}.yaml").write_text(
+            f"# Captured by {__name__} from the e2e cluster; replayed by test_chart_argocd_health.py.\n"
+            + yaml.safe_dump(document, sort_keys=False)
+        )
+    return obj
+
+
+def test_argo_cd_sees_progressing_healthy_suspended_and_degraded(
+    cluster: ClusterHandle, namespace: str, chart_operator: ChartOperator
+) -> None:
+    if not chart_operator.running:
+        chart_operator.start()
+
+    apply(cluster, namespace, fleet("argo-fleet", replicas=2))
+    _verdict(cluster, namespace, "argo-fleet", "Progressing", "progressing-warming-up")
+    _verdict(cluster, namespace, "argo-fleet", "Healthy", "healthy-all-ready")
+
+    cluster.kubectl("scale", "ttsd", "argo-fleet", "-n", namespace, "--replicas=0")
+    _verdict(cluster, namespace, "argo-fleet", "Suspended", "suspended-scaled-to-zero")
+
+    apply(
+        cluster,
+        namespace,
+        fleet("argo-broken", model={"source": "hf://2Noise/ChatTTS", "secretRef": "absent"}),
+    )
+    obj = _verdict(cluster, namespace, "argo-broken", "Degraded", "degraded-missing-secret")
+    assert "absent" in health(obj)[1]
