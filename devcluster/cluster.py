@@ -234,7 +234,9 @@ class LocalCluster:
                 "--authorization-mode=Node,RBAC",
                 # On top of the default set (NamespaceLifecycle, ServiceAccount, DefaultStorageClass,
                 # ResourceQuota, PodSecurity, webhooks, ValidatingAdmissionPolicy, ...).
-                "--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction",
+                "--enable-admission-plugins=NodeRestriction,PodNodeSelector,PodTolerationRestriction,"
+                # As on OpenShift and hardened clusters: setting blockOwnerDeletion needs finalizers RBAC.
+                "OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=true",
                 "--profiling=false",
                 "--v=0",

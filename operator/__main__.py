@@ -17,6 +17,7 @@ from typing import Any, cast
 import kopf
 import prometheus_client
 
+from ttsfleet.operator import peering
 from ttsfleet.operator.handlers import Options, build_registry
 
 
@@ -37,6 +38,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run as one of several replicas (KopfPeering NAME; only the highest priority is active)",
     )
     parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=peering.DEFAULT_LIFETIME_SECONDS,
+        metavar="SECONDS",
+        help="how long a replica's keep-alive counts: a standby takes over at most this long after the active "
+        f"replica dies (default: {peering.DEFAULT_LIFETIME_SECONDS})",
+    )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (off by default)")
     return parser.parse_args(argv)
 
@@ -65,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         peering=args.peering,
         identity=identity,
         priority=args.priority,
+        peering_lifetime=args.peering_lifetime,
     )
     memo = kopf.Memo(options=options)
     if args.metrics_port:

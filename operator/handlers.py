@@ -20,7 +20,8 @@ from typing import Any
 import kopf
 
 from ttsfleet.operator import kinds, naming, peering, spec
-from ttsfleet.operator.kube import Kube
+from ttsfleet.operator.kube import ApiError, Kube
+from ttsfleet.operator.peering import DEFAULT_LIFETIME_SECONDS
 from ttsfleet.operator.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Options:
     peering: str | None = None
     identity: str = ""
     priority: int = 0
+    peering_lifetime: int = DEFAULT_LIFETIME_SECONDS
 
 
 def _reconcile(memo: Any, namespace: str, name: str) -> None:
@@ -91,6 +93,29 @@ def _fleets_to_resync(kube: Kube, options: Options) -> list[tuple[str, str]]:
     return [(ns, name) for ns, name in fleets if active[ns]]
 
 
+def ensure_peering(kube: Kube, options: Options) -> None:
+    """Create the peering object when missing: without it kopf keeps every replica paused, silently."""
+    if options.peering is None:
+        return
+    if options.clusterwide:
+        targets: list[tuple[kinds.Kind, str | None]] = [(kinds.CLUSTER_PEERING, None)]
+    else:
+        exact = [ns for ns in options.namespaces if not any(ch in ns for ch in "*?[!")]
+        targets = [(kinds.PEERING, ns) for ns in exact]
+    for kind, namespace in targets:
+        if kube.get(kind, namespace, options.peering) is not None:
+            continue
+        metadata: dict[str, Any] = {"name": options.peering}
+        if namespace:
+            metadata["namespace"] = namespace
+        try:
+            kube.create(kind, namespace, {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata})
+            log.info("created %s %s", kind.kind, options.peering)
+        except ApiError as err:
+            if err.status != 409:  # another replica created it first
+                log.warning("could not create %s %s: %s", kind.kind, options.peering, err)
+
+
 async def resync_forever(reconciler: Reconciler, options: Options) -> None:
     """Periodic level-based pass over every fleet (catches what no event announces, e.g. a
     Secret created after the fleet). Failures are logged and retried at the next period."""
@@ -114,8 +139,13 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = options.max_workers
     settings.watching.server_timeout = 600
+    if options.peering is not None:
+        # A standby takes over at most this long after the active replica's last keep-alive.
+        settings.peering.lifetime = options.peering_lifetime
     kube = await asyncio.to_thread(Kube.connect)
-    reconciler = Reconciler(kube)
+    if options.peering is not None:
+        await asyncio.to_thread(ensure_peering, kube, options)
+    reconciler = Reconciler(kube, instance=options.identity or None)
     memo["reconciler"] = reconciler
     memo["resync"] = asyncio.create_task(resync_forever(reconciler, options), name="ttsfleet-resync")
 

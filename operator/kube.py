@@ -163,5 +163,5 @@ class Kube:
             if err.status not in (404, 409):
                 raise
 
-    def create(self, kind: Kind, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, kind: Kind, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", kind.path(namespace), body=obj)

@@ -10,6 +10,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+# kopf's default: a replica counts as alive this long after its last keep-alive (sent every
+# lifetime minus 5-10 s). A standby therefore takes over at most this long after the active one
+# dies without a goodbye (SIGKILL, node loss); a graceful exit removes the record at once.
+DEFAULT_LIFETIME_SECONDS = 60
+
 
 def _parse(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -25,7 +30,7 @@ def is_active(peering: dict[str, Any] | None, identity: str, priority: int, now:
         lastseen = info.get("lastseen")
         if not lastseen:
             continue
-        alive = _parse(lastseen) + timedelta(seconds=int(info.get("lifetime", 60))) > now
+        alive = _parse(lastseen) + timedelta(seconds=int(info.get("lifetime", DEFAULT_LIFETIME_SECONDS))) > now
         if alive and int(info.get("priority", 0)) >= priority:
             return False
     return True

@@ -332,12 +332,10 @@ class TTSDeploymentSpec:
             "defaultVoice must be the id of one of voices",
             field_path=".defaultVoice",
         ),
-        Rule(
-            "!self.autoscaling.enabled || (self.replicas >= self.autoscaling.minReplicas && "
-            "self.replicas <= self.autoscaling.maxReplicas)",
-            "replicas must lie within autoscaling.minReplicas..maxReplicas when autoscaling is enabled",
-            field_path=".replicas",
-        ),
+        # No rule ties replicas to autoscaling.minReplicas..maxReplicas: with autoscaling on, the
+        # autoscaler owns replicas and brings them within bounds itself, and such a rule would make
+        # the API server refuse a GitOps sync (a manifest without replicas defaults them to 1; a
+        # new minReplicas above the autoscaler's current count) instead of letting KEDA adjust.
         Rule(
             "!has(self.model.approximateSize) || "
             "quantity(self.model.approximateSize).isLessThan(quantity(self.modelCache.size))",
@@ -349,7 +347,8 @@ class TTSDeploymentSpec:
     image: str = prop("Worker container image (ttsfleet/worker:<version>).", max_length=512)
     model: ModelSpec = prop("Model to serve.")
     replicas: int = prop(
-        "Number of worker pods. Written by the autoscaler through the scale subresource when autoscaling is enabled.",
+        "Number of worker pods. With autoscaling enabled, the autoscaler writes it through the scale "
+        "subresource (leave it out of GitOps manifests) and keeps it within minReplicas..maxReplicas.",
         1,
         minimum=0,
         maximum=1000,

@@ -17,9 +17,6 @@ def test_top_level_operator_is_the_standard_library_even_from_the_repo_root() ->
 
 
 def test_our_folders_are_subpackages_of_ttsfleet() -> None:
-    probe = (
-        "import ttsfleet.devcluster, ttsfleet.contract; "
-        "print(ttsfleet.devcluster.__path__[0])"
-    )
+    probe = "import ttsfleet.devcluster, ttsfleet.contract; print(ttsfleet.devcluster.__path__[0])"
     out = subprocess.run([sys.executable, "-c", probe], cwd="/", capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()).resolve() == (REPO / "devcluster").resolve()

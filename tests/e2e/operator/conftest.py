@@ -34,12 +34,27 @@ def _free_port() -> int:
 class OperatorProcess:
     """The operator under test; stoppable and restartable within the session."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = (), namespace: str | None = None
+    ) -> None:
         self._env = env
+        self._scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         self._log_path = log_path
+        self._extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.port = _free_port()
+        self.metrics_port = _free_port()
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def get(self, path: str, port: int | None = None) -> str:
+        """GET one of the operator's HTTP endpoints (liveness by default, or metrics)."""
+        url = f"http://127.0.0.1:{port or self.port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
 
     @property
     def running(self) -> bool:
@@ -54,11 +69,14 @@ class OperatorProcess:
                 "-P",
                 "-m",
                 "ttsfleet.operator",
-                "--all-namespaces",
+                *self._scope,
                 "--resync-seconds",
                 "5",
                 "--liveness",
                 f"http://127.0.0.1:{self.port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+                *self._extra_args,
             ],
             env=self._env,
             cwd=REPO,
@@ -75,6 +93,16 @@ class OperatorProcess:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.3)
         raise RuntimeError(f"operator not live after {START_TIMEOUT_SECONDS:.0f}s; see {self._log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the peers, as when a node dies."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -28,7 +28,6 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"autoscaling": _autoscaling(minReplicas=5, maxReplicas=2)},
         "spec.autoscaling.minReplicas",
     ),
-    ("replicas-outside-bounds", {"replicas": 9, "autoscaling": _autoscaling()}, "spec.replicas"),
     ("negative-replicas", {"replicas": -1}, "spec.replicas"),
     (
         "schedule-start-equals-end",

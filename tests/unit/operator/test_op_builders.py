@@ -273,3 +273,77 @@ def test_servicemonitor_only_when_asked() -> None:
     assert obj["metadata"]["labels"]["release"] == "prom"
     assert obj["spec"]["endpoints"][0]["port"] == contract.METRICS_PORT_NAME
     assert obj["spec"]["selector"]["matchLabels"][naming.LABEL_SERVICE_ROLE] == service.CLIENT_ROLE
+
+
+def _scaled(**autoscaling: Any) -> Any:
+    return parse_spec(minimal_spec(replicas=2, autoscaling={"enabled": True, "minReplicas": 1, **autoscaling}))
+
+
+def test_scaledobject_absent_when_autoscaling_is_off() -> None:
+    assert scaledobject.build(OWNER, parse_spec(minimal_spec(autoscaling={"enabled": False})), {}) is None
+    assert not [c for c in desired.build_all(OWNER, parse_spec(minimal_spec())) if c["kind"] == "ScaledObject"]
+
+
+def test_scaledobject_polling_and_queue_trigger() -> None:
+    obj = scaledobject.build(OWNER, _scaled(pollingIntervalSeconds=7, targetQueueLength=6), {})
+    assert obj is not None
+    assert obj["spec"]["pollingInterval"] == 7
+    (queue,) = obj["spec"]["triggers"]  # no schedules: the queue trigger alone
+    assert queue["metricType"] == "AverageValue"
+    assert queue["metadata"]["threshold"] == "6"
+    assert f'namespace="{OWNER.namespace}"' in queue["metadata"]["query"]
+    assert queue["metadata"]["serverAddress"].startswith("http://")
+
+
+def test_one_cron_trigger_per_schedule_in_its_own_timezone() -> None:
+    spec = _scaled(
+        maxReplicas=9,
+        schedules=[
+            {"name": "tokyo", "timezone": "Asia/Tokyo", "start": "0 9 * * *", "end": "0 17 * * *", "replicas": 3},
+            # Overlapping windows each get their trigger; KEDA's HPA takes the highest.
+            {"name": "paris", "timezone": "Europe/Paris", "start": "0 8 * * *", "end": "0 20 * * *", "replicas": 5},
+            {
+                "name": "nyc",
+                "timezone": "America/New_York",
+                "readyBy": "30 7 * * 1-5",
+                "end": "0 10 * * 1-5",
+                "replicas": 9,
+            },
+        ],
+    )
+    obj = scaledobject.build(OWNER, spec, {"nyc": "20 7 * * 1-5"})
+    assert obj is not None
+    crons = {t["name"]: t["metadata"] for t in obj["spec"]["triggers"] if t["type"] == "cron"}
+    assert list(crons) == ["schedule-tokyo", "schedule-paris", "schedule-nyc"]
+    assert {name: m["timezone"] for name, m in crons.items()} == {
+        "schedule-tokyo": "Asia/Tokyo",
+        "schedule-paris": "Europe/Paris",
+        "schedule-nyc": "America/New_York",
+    }
+    assert crons["schedule-nyc"] == {
+        "timezone": "America/New_York",
+        "start": "20 7 * * 1-5",
+        "end": "0 10 * * 1-5",
+        "desiredReplicas": "9",
+    }
+    # A readyBy schedule whose start is not derived yet gets no trigger rather than a wrong one.
+    without = scaledobject.build(OWNER, spec, {})
+    assert without is not None
+    assert "schedule-nyc" not in {t["name"] for t in without["spec"]["triggers"]}
+
+
+def test_pdb_absent_when_the_autoscaler_cannot_exceed_one() -> None:
+    single = parse_spec(minimal_spec(replicas=1, autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 1}))
+    assert pdb.build(OWNER, single) is None
+    budget = pdb.build(OWNER, parse_spec(minimal_spec(replicas=3)))
+    assert budget is not None
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_servicemonitor_scrapes_only_the_client_service_in_its_namespace() -> None:
+    obj = servicemonitor.build(OWNER, parse_spec(minimal_spec(monitoring={"serviceMonitor": True, "interval": "30s"})))
+    assert obj is not None
+    assert obj["spec"]["namespaceSelector"] == {"matchNames": [OWNER.namespace]}
+    assert obj["spec"]["endpoints"] == [{"port": contract.METRICS_PORT_NAME, "path": "/metrics", "interval": "30s"}]
+    assert naming.is_owned_by(obj, OWNER)

@@ -86,3 +86,28 @@ def test_resync_only_in_the_active_replica() -> None:
     assert handlers._fleets_to_resync(kube, options) == []  # type: ignore[arg-type]
     options = handlers.Options(clusterwide=True, peering="p", identity="me", priority=10)
     assert handlers._fleets_to_resync(kube, options) == [("team-a", "x")]  # type: ignore[arg-type]
+
+
+def test_peering_object_is_created_when_missing() -> None:
+    kube = FakeKube()
+    handlers.ensure_peering(kube, handlers.Options(clusterwide=True, peering="ha"))  # type: ignore[arg-type]
+    assert kube.events == [{"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "ha"}}]
+    kube = FakeKube()
+    options = handlers.Options(namespaces=("team-a", "team-*"), peering="ha")
+    handlers.ensure_peering(kube, options)  # type: ignore[arg-type]
+    assert kube.events == [
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "ha", "namespace": "team-a"}}
+    ]
+    kube = FakeKube()
+    kube.put({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "ha"}})
+    handlers.ensure_peering(kube, handlers.Options(clusterwide=True, peering="ha"))  # type: ignore[arg-type]
+    handlers.ensure_peering(kube, handlers.Options(clusterwide=True))  # type: ignore[arg-type]
+    assert kube.events == []
+
+
+def test_peering_lifetime_flag() -> None:
+    from ttsfleet.operator.__main__ import parse_args
+
+    assert parse_args(["-A"]).peering_lifetime == peering.DEFAULT_LIFETIME_SECONDS == 60
+    args = parse_args(["-A", "--peering", "ha", "--priority", "100", "--peering-lifetime", "15"])
+    assert (args.peering, args.priority, args.peering_lifetime) == ("ha", 100, 15)

@@ -1,0 +1,211 @@
+"""ChatTTS in-process (plain ``Chat.infer``) vs through Triton, side by side, same weights.
+
+Reports p50/p99 latency, time to first audio and throughput at concurrency 1, 4 and 8.
+In-process runs one request per ``infer`` call, sequentially (``Chat`` is not thread-safe): that
+is the baseline batching has to beat. Through Triton every concurrent client holds its own gRPC
+stream, so Triton's dynamic batcher can merge their requests into one ``infer`` call.
+
+    .venv/bin/python bench/worker_bench.py --preset tiny --requests 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+def triton_stats(http_url: str) -> dict[str, int]:
+    """Triton's cumulative counters for the model: requests, executions, queue and compute time."""
+    with urllib.request.urlopen(f"{http_url}/v2/models/chattts/stats") as response:
+        stats = json.load(response)["model_stats"][0]
+    infer = stats["inference_stats"]
+    return {
+        "inferences": int(stats["inference_count"]),
+        "executions": int(stats["execution_count"]),
+        "queue_ns": int(infer["queue"]["ns"]),
+        "compute_ns": int(infer["compute_infer"]["ns"]),
+    }
+
+
+def model_side_seconds(metrics_url: str) -> tuple[float, int]:
+    """Sum and count of tts_request_duration_seconds: request received in the model -> last chunk."""
+    with urllib.request.urlopen(metrics_url) as response:
+        text = response.read().decode()
+    total, count = 0.0, 0
+    for line in text.splitlines():
+        if line.startswith("tts_request_duration_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("tts_request_duration_seconds_count"):
+            count += int(float(line.rsplit(" ", 1)[1]))
+    return total, count
+
+
+@dataclass
+class Figures:
+    mode: str
+    concurrency: int
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    ttfa_p50_ms: float
+    throughput_rps: float
+    audio_seconds_per_second: float
+    # Through Triton only: mean batch size, and per-request time in its queue and in the model.
+    mean_batch: float | None = None
+    queue_ms: float | None = None
+    model_ms: float | None = None  # mean, request received by the model -> last chunk sent
+    mean_ms: float | None = None  # mean as the client saw it
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _figures(mode: str, concurrency: int, latencies: list[float], ttfas: list[float],
+             wall: float, audio_seconds: float) -> Figures:  # fmt: skip
+    return Figures(
+        mean_ms=round(statistics.fmean(latencies) * 1000, 1),
+        mode=mode,
+        concurrency=concurrency,
+        requests=len(latencies),
+        p50_ms=round(statistics.median(latencies) * 1000, 1),
+        p99_ms=round(_percentile(latencies, 0.99) * 1000, 1),
+        ttfa_p50_ms=round(statistics.median(ttfas) * 1000, 1),
+        throughput_rps=round(len(latencies) / wall, 2),
+        audio_seconds_per_second=round(audio_seconds / wall, 2),
+    )
+
+
+def bench_in_process(weights: Path, requests: int) -> Figures:
+    import torch
+
+    from ttsfleet.contract import SAMPLE_RATE_HZ, ServingConfig
+    from ttsfleet.worker.engine import Engine
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    engine = Engine.load(weights, ServingConfig())
+    engine.synthesize([TEXT], "default")  # warm caches like the server's warmup does
+    latencies, audio = [], 0.0
+    started = time.monotonic()
+    for _ in range(requests):
+        t0 = time.monotonic()
+        clip = engine.synthesize([TEXT], "default")[0]
+        latencies.append(time.monotonic() - t0)
+        audio += clip.size / SAMPLE_RATE_HZ
+    # Not streaming: the first audio is the whole clip.
+    return _figures("in-process", 1, latencies, latencies, time.monotonic() - started, audio)
+
+
+def bench_triton(grpc_url: str, concurrency: int, requests: int) -> Figures:
+    from ttsfleet.contract import SAMPLE_RATE_HZ
+    from ttsfleet.worker.client import TtsClient
+
+    latencies: list[float] = []
+    ttfas: list[float] = []
+    audio = [0.0]
+    lock = threading.Lock()
+    per_client = max(1, requests // concurrency)
+    barrier = threading.Barrier(concurrency + 1)
+
+    def run() -> None:
+        with TtsClient(grpc_url) as client:
+            list(client.stream("Warm up."))  # opens the stream before timing starts
+            barrier.wait()
+            for _ in range(per_client):
+                t0 = time.monotonic()
+                chunks = list(client.stream(TEXT))
+                with lock:
+                    latencies.append(time.monotonic() - t0)
+                    ttfas.append(chunks[0].received_after)
+                    audio[0] += sum(len(chunk.audio) // 2 for chunk in chunks) / SAMPLE_RATE_HZ
+
+    threads = [threading.Thread(target=run) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.monotonic()
+    for thread in threads:
+        thread.join()
+    return _figures("triton", concurrency, latencies, ttfas, time.monotonic() - started, audio[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "full"])
+    parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
+    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--gpu", action="store_true", help="serve on the GPU (KIND_GPU)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # same thread budget in-process and in Triton
+
+    from ttsfleet.worker import logs
+
+    logs.setup("WARNING")
+
+    from ttsfleet.contract import ServingConfig
+    from ttsfleet.worker.checkpoint import ensure_weights
+    from ttsfleet.worker.server import ServerOptions, TritonServer
+
+    weights = ensure_weights(args.preset)
+    levels = [int(level) for level in args.concurrency.split(",")]
+    results = [bench_in_process(weights, args.requests)]
+    serving = ServingConfig(max_batch_size=max(levels), max_queue_delay_microseconds=5_000, gpu=args.gpu)
+    with tempfile.TemporaryDirectory() as workdir:
+        threads = {"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
+        options = ServerOptions(model_cache=weights, workdir=Path(workdir), serving=serving, env=threads)
+        server = TritonServer(options)
+        with server:
+            server.wait_for("/v2/health/live", 180)
+            server.load_model(600)
+            for level in levels:
+                before = triton_stats(server.http_url)
+                model_before = model_side_seconds(server.metrics_url)
+                figure = bench_triton(server.grpc_url, level, args.requests)
+                after = triton_stats(server.http_url)
+                model_after = model_side_seconds(server.metrics_url)
+                delta = {key: after[key] - before[key] for key in after}
+                figure.mean_batch = round(delta["inferences"] / max(1, delta["executions"]), 2)
+                figure.queue_ms = round(delta["queue_ns"] / max(1, delta["inferences"]) / 1e6, 1)
+                served = max(1, model_after[1] - model_before[1])
+                figure.model_ms = round((model_after[0] - model_before[0]) / served * 1000, 1)
+                results.append(figure)
+
+    baseline = results[0]
+    columns = ("mode", "conc", "reqs", "p50 ms", "p99 ms", "TTFA p50", "req/s", "x base", "batch", "queue ms")
+    widths = (-11, 5, 6, 10, 10, 10, 8, 8, 7, 10)
+    header = "".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
+    print(f"weights={args.preset} text={TEXT!r} torch threads={os.environ['OMP_NUM_THREADS']}")
+    print(header)
+    for figure in results:
+        speedup = figure.throughput_rps / baseline.throughput_rps
+        print(
+            f"{figure.mode:<11}{figure.concurrency:>5}{figure.requests:>6}{figure.p50_ms:>10}"
+            f"{figure.p99_ms:>10}{figure.ttfa_p50_ms:>10}{figure.throughput_rps:>8}{speedup:>8.2f}"
+            f"{figure.mean_batch or '-':>7}{figure.queue_ms or '-':>10}"
+        )
+    single = next(figure for figure in results if figure.mode == "triton" and figure.concurrency == 1)
+    print(f"added latency at p50 (triton c=1 vs in-process): {single.p50_ms - baseline.p50_ms:+.1f} ms")
+    if single.model_ms is not None and single.mean_ms is not None:
+        print(
+            f"triton c=1 mean: {single.mean_ms} ms at the client, {single.model_ms} ms inside the model "
+            f"(gRPC + Triton queue + backend IPC: {single.mean_ms - single.model_ms:+.1f} ms)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([asdict(figure) for figure in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""HA: two operator replicas in one kopf peering; only the higher priority acts, and when it dies
+without a goodbye (SIGKILL) the standby takes over within the peering lifetime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from conftest import OperatorProcess
+from fleet_helpers import apply, fleet, get, ready_fleet, wait_for
+
+NAME = "ha"
+PEERING = "ttsfleet-ha"
+LIFETIME_SECONDS = 10
+# kopf re-lists every watched resource on resuming; then one reconcile pass.
+TAKEOVER_SLACK_SECONDS = 10
+RESUMED = "Resuming operations after the pause"
+
+log = logging.getLogger(__name__)
+
+
+def peers(cluster: Any, namespace: str) -> dict[str, Any]:
+    return dict(((get(cluster, namespace, "kopfpeering", PEERING) or {}).get("status")) or {})
+
+
+def test_standby_takes_over_when_the_active_replica_dies(
+    cluster: Any, namespace: str, running_operator: OperatorProcess
+) -> None:
+    running_operator.stop()  # the session's standalone operator would act on this fleet too
+    for role in ("active", "standby"):
+        (cluster.logs_dir / f"operator-ha-{role}.log").unlink(missing_ok=True)  # this run's lines only
+    args = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_SECONDS))
+    active = OperatorProcess(
+        cluster.env, cluster.logs_dir / "operator-ha-active.log", (*args, "--priority", "100"), namespace
+    )
+    standby = OperatorProcess(
+        cluster.env, cluster.logs_dir / "operator-ha-standby.log", (*args, "--priority", "50"), namespace
+    )
+    try:
+        # The first replica creates the (namespaced) peering object itself.
+        active.start()
+        wait_for("the active replica in the peering", lambda: len(peers(cluster, namespace)) == 1, 20)
+        standby.start()
+        wait_for(
+            "both replicas in the peering with their priorities",
+            lambda: sorted(p.get("priority") for p in peers(cluster, namespace).values()) == [50, 100],
+            20,
+        )
+        apply(cluster, namespace, fleet(NAME, replicas=1))
+        ready_fleet(cluster, namespace, NAME, timeout=60)
+        # Only the active replica acted. kopf starts a peering replica paused and resumes it only
+        # when no live peer has a higher priority: the standby never resumed, never logged the fleet.
+        assert f"{namespace}/{NAME}" in active.log_path.read_text(errors="replace")
+        standby_log = standby.log_path.read_text(errors="replace")
+        assert f"{namespace}/{NAME}" not in standby_log
+        assert RESUMED not in standby_log
+        assert standby.get("/healthz")
+
+        # The active replica dies without removing itself from the peering; a change follows.
+        active.kill()
+        killed = time.monotonic()
+        cluster.kubectl(
+            "patch", "ttsd", NAME, "-n", namespace, "--type", "merge", "-p", json.dumps({"spec": {"replicas": 2}})
+        )
+        bound = LIFETIME_SECONDS + TAKEOVER_SLACK_SECONDS
+        wait_for(
+            "the standby to take over and scale the StatefulSet",
+            lambda: (get(cluster, namespace, "sts", NAME) or {}).get("spec", {}).get("replicas") == 2,
+            bound,
+            interval=0.2,
+        )
+        takeover = time.monotonic() - killed
+        log.info("HA takeover after SIGKILL: %.1f s (peering lifetime %d s)", takeover, LIFETIME_SECONDS)
+        print(f"HA takeover after SIGKILL: {takeover:.1f} s (peering lifetime {LIFETIME_SECONDS} s)")
+        assert takeover <= bound
+        assert RESUMED in standby.log_path.read_text(errors="replace")
+        ready_fleet(cluster, namespace, NAME, timeout=60)
+    finally:
+        active.stop()
+        standby.stop()
+        running_operator.start()
