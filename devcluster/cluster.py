@@ -412,6 +412,34 @@ def _stop_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_stale(prefix: str, keep: int = 1) -> None:
+    """Stop clusters named ``<prefix>-<pid>`` whose owning process died without ``down``.
+
+    Each test session owns a cluster folder named after its pid, so concurrent sessions never
+    stop each other's cluster. The newest ``keep`` dead folders stay for their logs.
+    """
+    root = cache_root() / "clusters"
+    dead: list[Path] = []
+    for folder in root.glob(f"{prefix}-*"):
+        owner = folder.name.rsplit("-", 1)[1]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            LocalCluster(folder).down(quiet=True)
+            dead.append(folder)
+    dead.sort(key=lambda folder: folder.stat().st_mtime, reverse=True)
+    for folder in dead[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextmanager
 def running(workdir: Path, plan: addons.NodePlan | None = None) -> Iterator[ClusterHandle]:
     cluster = LocalCluster(workdir, plan)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import sys
 from typing import Any, cast
@@ -37,7 +38,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME",
         help="run as one of several replicas (KopfPeering NAME; only the highest priority is active)",
     )
-    parser.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="peering priority of this replica (default with --peering: random, so that identical replicas "
+        "of a Deployment never tie; kopf pauses every replica of a tie)",
+    )
     parser.add_argument(
         "--peering-lifetime",
         type=int,
@@ -47,7 +53,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         f"replica dies (default: {peering.DEFAULT_LIFETIME_SECONDS})",
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (off by default)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.priority is None:
+        args.priority = secrets.randbelow(2**31 - 1) + 1 if args.peering else 0
+    return args
 
 
 def _configure_logging(level: str, log_format: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from ttsfleet import logs
 from ttsfleet.devcluster import binaries
-from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir
+from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir, reap_stale
 from ttsfleet.devcluster.kind import KindCluster
 from ttsfleet.devcluster.waiting import wait_for
 
@@ -46,7 +46,10 @@ def cluster() -> Iterator[ClusterHandle]:
             Path(external).parent, Path(external), paths["kubectl"], paths["helm"], Path(external).parent
         )
         return
-    workdir = default_workdir("e2e")
+    # One folder per session (named after its pid) so that two concurrent runs never share or
+    # stop each other's cluster; clusters of sessions that were killed are stopped here.
+    reap_stale("e2e")
+    workdir = default_workdir(f"e2e-{os.getpid()}")
     if os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
         kind = KindCluster(workdir, name="ttsfleet-e2e")
         yield kind.up()

@@ -271,13 +271,26 @@ def _cached_revision(cache: Path) -> str | None:
     return str(recorded.get("revision"))
 
 
-def fetch(source: Source, cache: Path) -> FetchResult:
-    """Make ``cache`` hold ``source.revision``; a no-op when it already does."""
+def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> FetchResult:
+    """Make ``cache`` hold ``source.revision``; a no-op when it already does.
+
+    ``manifest_sha256`` (the TTSDeployment's ``spec.model.sha256``) pins the source's weights
+    manifest, and through its per-file sums every file: a source that serves other weights under
+    the same revision is refused before a byte of it reaches the cache.
+    """
     with cache_lock(cache):
         if _cached_revision(cache) == source.revision:
             log.info("cache already holds this revision", extra={"revision": source.revision})
             return FetchResult(source.describe(), source.revision, skipped=True, bytes_downloaded=0)
         manifest_bytes = source.read_optional(MANIFEST_FILE)
+        if manifest_sha256 is not None:
+            if manifest_bytes is None:
+                raise FetchError(f"a sha256 was given but {source.describe()} has no {MANIFEST_FILE} to check")
+            actual_manifest = hashlib.sha256(manifest_bytes).hexdigest()
+            if actual_manifest != manifest_sha256:
+                raise ChecksumMismatch(
+                    f"{MANIFEST_FILE}: sha256 {actual_manifest} from {source.describe()}, expected {manifest_sha256}"
+                )
         # Our generated weights carry their sums; official ones are checked against ChatTTS's pins.
         sums = dict(json.loads(manifest_bytes)["sha256_map"]) if manifest_bytes else pinned_sha256_map()
         (cache / MARKER_FILE).unlink(missing_ok=True)  # the cache is in flux until the end
@@ -326,10 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get(contract.ENV_MODEL_CACHE, contract.MODEL_CACHE_MOUNT)),
     )
+    parser.add_argument(
+        "--sha256",
+        default=os.environ.get(contract.ENV_MODEL_SHA256) or None,
+        help=f"expected sha256 of the source's {MANIFEST_FILE} (default: ${contract.ENV_MODEL_SHA256})",
+    )
     args = parser.parse_args(argv)
     logs.setup()
     try:
-        fetch(make_source(args.source, args.revision), args.cache)
+        fetch(make_source(args.source, args.revision), args.cache, manifest_sha256=args.sha256)
     except (FetchError, OSError) as error:
         log.error("fetch failed", extra={"error": str(error)})
         return 1

@@ -62,6 +62,7 @@ UNARY_MODEL_SUFFIX = "_unary"
 def unary_model_name(model_name: str = MODEL_NAME) -> str:
     return f"{model_name}{UNARY_MODEL_SUFFIX}"
 
+
 # Custom metrics the worker exports through Triton's metrics endpoint (python-backend metrics
 # API). The KEDA trigger scales on QUEUE_LENGTH; dashboards and alerts use the rest.
 METRIC_QUEUE_LENGTH = "tts_queue_length"
@@ -171,6 +172,7 @@ output [
 instance_group [ {{ count: {config.max_batch_size} kind: KIND_CPU }} ]
 parameters {{ key: "target_model" value: {{ string_value: "{config.model_name}" }} }}
 """
+
 
 # Appended by the operator. Set on the init container when spec.model.sha256 is given: the
 # expected sha256 of the source's manifest (ttsfleet-weights.json); the fetcher should refuse a

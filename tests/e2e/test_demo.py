@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ttsfleet.devcluster.cluster import reap_stale
+
 pytest.importorskip("torch", reason="the demo's worker needs the worker extra")
 
 
 def test_demo_brings_a_fleet_to_ready_and_writes_speech(tmp_path: Path) -> None:
+    reap_stale("demo-test")
     result = subprocess.run(
-        [sys.executable, "-m", "ttsfleet.demo", "--out", str(tmp_path), "--cluster-name", "demo-test"],
+        [sys.executable, "-m", "ttsfleet.demo", "--out", str(tmp_path), "--cluster-name", f"demo-test-{os.getpid()}"],
         capture_output=True,
         text=True,
         timeout=900,

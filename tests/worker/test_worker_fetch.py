@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import shutil
@@ -106,6 +107,25 @@ def test_checksum_mismatch_is_never_used(tiny_weights: Path, tmp_path: Path) -> 
     with pytest.raises(ChecksumMismatch, match="Vocos"):
         fetch(LocalSource(tampered, _revision(tiny_weights)), cache)
     assert not (cache / "asset" / "Vocos.safetensors").exists()
+    assert not (cache / MARKER_FILE).exists()
+
+
+def test_pinned_manifest_sha256_accepts_the_right_weights_and_refuses_others(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    pinned = hashlib.sha256((tiny_weights / MANIFEST_FILE).read_bytes()).hexdigest()
+    good = fetch(LocalSource(tiny_weights, _revision(tiny_weights)), tmp_path / "good", manifest_sha256=pinned)
+    assert not good.skipped and good.bytes_downloaded > 0
+
+    other = tmp_path / "other-weights"
+    shutil.copytree(tiny_weights, other)
+    manifest = json.loads((other / MANIFEST_FILE).read_text())
+    manifest["revision"] = "someone-elses"
+    (other / MANIFEST_FILE).write_text(json.dumps(manifest))
+    cache = tmp_path / "refused"
+    with pytest.raises(ChecksumMismatch, match=MANIFEST_FILE):
+        fetch(LocalSource(other, _revision(tiny_weights)), cache, manifest_sha256=pinned)
+    assert not (cache / "asset").exists(), "nothing from refused weights may reach the cache"
     assert not (cache / MARKER_FILE).exists()
 
 

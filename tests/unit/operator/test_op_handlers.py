@@ -111,3 +111,14 @@ def test_peering_lifetime_flag() -> None:
     assert parse_args(["-A"]).peering_lifetime == peering.DEFAULT_LIFETIME_SECONDS == 60
     args = parse_args(["-A", "--peering", "ha", "--priority", "100", "--peering-lifetime", "15"])
     assert (args.peering, args.priority, args.peering_lifetime) == ("ha", 100, 15)
+
+
+def test_identical_replicas_get_distinct_priorities_so_one_of_them_is_active() -> None:
+    """A Deployment cannot give its pods different flags; equal priorities would pause all of them."""
+    from ttsfleet.operator.__main__ import parse_args
+
+    priorities = {parse_args(["-A", "--peering", "ha"]).priority for _ in range(20)}
+    assert len(priorities) > 1
+    assert all(priority > 0 for priority in priorities)
+    assert parse_args(["-A", "--peering", "ha", "--priority", "7"]).priority == 7
+    assert parse_args(["-A"]).priority == 0
