@@ -11,14 +11,13 @@ Run ``python -m ttsfleet.devcluster.gowrappers`` after bumping ``versions.py``.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ttsfleet.devcluster import versions
+from ttsfleet.devcluster import upstream, versions
 
 WRAPPERS_DIR = Path(__file__).resolve().parent / "gowrappers"
 
@@ -126,13 +125,7 @@ def render_go_mod(wrapper: Wrapper, upstream_go_mod: str) -> str:
 
 
 def upstream_go_mod(module: str, version: str) -> str:
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{module}@{version}"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return Path(json.loads(out)["GoMod"]).read_text()
+    return Path(upstream.download(module, version)["GoMod"]).read_text()
 
 
 def generate(wrapper: Wrapper) -> Path:

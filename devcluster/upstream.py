@@ -39,18 +39,22 @@ KWOK_STAGES = (
 
 
 @cache
-def module_dir(module: str, version: str) -> Path:
-    """Download ``module@version`` through the Go module proxy and return its source directory."""
+def download(module: str, version: str) -> dict[str, str]:
+    """``go mod download -json module@version``: fetched through the Go module proxy, checked
+    against the checksum database, and described by its ``Dir`` and ``GoMod`` paths."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
-        check=True,
         capture_output=True,
         text=True,
     ).stdout
-    info = json.loads(out)
+    info: dict[str, str] = json.loads(out)
     if "Error" in info:
         raise RuntimeError(f"go mod download {module}@{version}: {info['Error']}")
-    return Path(info["Dir"])
+    return info
+
+
+def module_dir(module: str, version: str) -> Path:
+    return Path(download(module, version)["Dir"])
 
 
 def keda_crds() -> list[Path]:
