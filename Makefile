@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-unit lint typecheck cluster-up cluster-down clean
+.PHONY: demo test test-unit lint cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "==> installing ttsfleet and its test/worker dependencies into $(VENV) (first run downloads torch, ~5 GB)"
@@ -26,8 +26,7 @@ test-unit: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-
-typecheck: $(STAMP)
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 cluster-up: $(STAMP)
