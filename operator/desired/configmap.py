@@ -24,6 +24,9 @@ def serving_config(spec: TTSDeploymentSpec) -> contract.ServingConfig:
         warmup_timeout_seconds=spec.warmup.timeout_seconds,
         max_text_chars=spec.max_text_chars,
         model_name=spec.model.name,
+        # Triton's exit timeout: open streams get this long after SIGTERM; the pod's grace period
+        # (termination_grace_seconds) is longer by the preStop delay and a margin.
+        drain_timeout_seconds=spec.disruption.drain_seconds,
     )
 
 

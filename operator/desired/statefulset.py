@@ -136,7 +136,6 @@ def _worker_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
                 "value": f"{contract.SERVING_CONFIG_MOUNT}/{contract.SERVING_JSON_FILE}",
             },
             {"name": contract.ENV_MODEL_CACHE, "value": model_dir(spec)},
-            {"name": contract.ENV_DRAIN_SECONDS, "value": str(spec.disruption.drain_seconds)},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         ],
         "ports": [

@@ -174,10 +174,6 @@ parameters {{ key: "target_model" value: {{ string_value: "{config.model_name}" 
 """
 
 
-# Appended by the operator. Set on the init container when spec.model.sha256 is given: the
-# expected sha256 of the source's manifest (ttsfleet-weights.json); the fetcher should refuse a
-# mismatch.
+# Set on the init container when spec.model.sha256 is given: the expected sha256 of the source's
+# manifest (ttsfleet-weights.json); `ttsfleet-fetch` refuses a source whose manifest differs.
 ENV_MODEL_SHA256 = "TTSFLEET_MODEL_SHA256"
-# Set on the worker container: seconds a stopping pod may keep serving its open streams after
-# SIGTERM (spec.disruption.drainSeconds); terminationGracePeriodSeconds covers it.
-ENV_DRAIN_SECONDS = "TTSFLEET_DRAIN_SECONDS"

@@ -99,8 +99,10 @@ def test_drain_time_fits_in_the_grace_period() -> None:
     pre_stop = worker(obj)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop + 200
     env = {e["name"]: e.get("value") for e in worker(obj)["env"]}
-    assert env[contract.ENV_DRAIN_SECONDS] == "200"
     assert env[contract.ENV_SERVING_CONFIG] == f"{contract.SERVING_CONFIG_MOUNT}/{contract.SERVING_JSON_FILE}"
+    # The worker learns its drain deadline (Triton's exit timeout) from the serving config.
+    served = configmap.serving_config(parse_spec(minimal_spec(disruption={"drainSeconds": 200})))
+    assert served.drain_timeout_seconds == 200
 
 
 def test_security_context_is_hardened() -> None:
