@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ttsfleet.cache import cache_root
 from ttsfleet.devcluster import versions
-from ttsfleet.devcluster.cache import cache_root
 from ttsfleet.devcluster.gowrappers import WRAPPERS_DIR
 
 log = logging.getLogger("ttsfleet.devcluster.build")

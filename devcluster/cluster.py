@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
+from ttsfleet.cache import cache_root
 from ttsfleet.devcluster import addons, binaries, pki, upstream
-from ttsfleet.devcluster.cache import cache_root
 from ttsfleet.devcluster.waiting import wait_for
 
 log = logging.getLogger("ttsfleet.devcluster")

@@ -30,6 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from ttsfleet import cache
 from ttsfleet.worker.manifest import (
     ASSET_FILES,
     KIND_GENERATED,
@@ -41,7 +42,7 @@ from ttsfleet.worker.manifest import (
 
 log = logging.getLogger("ttsfleet.worker.checkpoint")
 
-DEFAULT_CACHE_ROOT = Path(os.environ.get("TTSFLEET_WEIGHTS_CACHE", "~/.cache/ttsfleet/weights")).expanduser()
+DEFAULT_CACHE_ROOT = Path(os.environ.get("TTSFLEET_WEIGHTS_CACHE") or cache.cache_root() / "weights").expanduser()
 
 # Tokens ChatTTS's prompts and refiner use; they must be single tokens in the vocabulary.
 CHATTTS_SPECIAL_TOKENS: tuple[str, ...] = (

@@ -1,5 +1,6 @@
-"""Where built binaries and downloaded upstream sources live: outside the repo, keyed by version,
-so a fresh clone on a machine that built them once reuses them in seconds."""
+"""Where everything expensive to make lives: outside the repo, keyed by version (cluster binaries,
+generated weights, cluster work folders), so a fresh clone on a machine that made them once reuses
+them in seconds."""
 
 from __future__ import annotations
 
