@@ -31,7 +31,7 @@ from typing import BinaryIO
 
 from ttsfleet import contract
 from ttsfleet.worker import logs
-from ttsfleet.worker.manifest import ASSET_FILES, MANIFEST_FILE, WeightsManifest, sha256_key
+from ttsfleet.worker.manifest import ASSET_FILES, MANIFEST_FILE, WeightsManifest, sha256_file, sha256_key
 
 log = logging.getLogger("ttsfleet.worker.fetch")
 
@@ -238,14 +238,6 @@ def make_source(uri: str, revision: str) -> Source:
     return LocalSource(Path(uri.removeprefix("file://")), revision)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @contextmanager
 def cache_lock(cache: Path) -> Iterator[None]:
     cache.mkdir(parents=True, exist_ok=True)
@@ -301,12 +293,12 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
             if expected is None:
                 raise FetchError(f"no sha256 for {relative} (key {sha256_key(relative)})")
             final = cache / relative
-            if final.is_file() and _sha256(final) == expected:
+            if final.is_file() and sha256_file(final) == expected:
                 continue
             part = partial / f"{relative}.part"
             part.parent.mkdir(parents=True, exist_ok=True)
             total += source.download(relative, part)
-            actual = _sha256(part)
+            actual = sha256_file(part)
             if actual != expected:
                 part.unlink()  # never resume from or use bytes that do not match
                 raise ChecksumMismatch(f"{relative}: sha256 {actual} from {source.describe()}, expected {expected}")
