@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-unit lint cluster-up cluster-down clean
+.PHONY: demo test test-unit lint binaries cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "==> installing ttsfleet and its test/worker dependencies into $(VENV) (first run downloads torch, ~5 GB)"
@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/python -m ttsfleet.demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint binaries
 	$(VENV)/bin/pytest
+
+# Outside pytest so that the first, long build shows its progress live (seconds when cached).
+binaries: $(STAMP)
+	$(VENV)/bin/ttsfleet-cluster build
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -m unit
