@@ -150,24 +150,27 @@ def _type_schema(tp: Any) -> dict[str, Any]:
     raise TypeError(f"no OpenAPI mapping for {tp!r}")
 
 
+# Prop attributes copied as-is into the OpenAPI keyword of the same meaning, when set.
+_BOUND_KEYWORDS = (
+    ("minimum", "minimum"),
+    ("maximum", "maximum"),
+    ("pattern", "pattern"),
+    ("max_length", "maxLength"),
+    ("min_items", "minItems"),
+    ("max_items", "maxItems"),
+)
+
+
 def _field_schema(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:
     meta = _prop(f)
     inner, _ = _split_optional(tp)
     schema: dict[str, Any] = {"description": meta.doc, **_type_schema(inner)}
     if meta.enum is not None:
         schema["enum"] = list(meta.enum)
-    if meta.minimum is not None:
-        schema["minimum"] = meta.minimum
-    if meta.maximum is not None:
-        schema["maximum"] = meta.maximum
-    if meta.pattern is not None:
-        schema["pattern"] = meta.pattern
-    if meta.max_length is not None:
-        schema["maxLength"] = meta.max_length
-    if meta.min_items is not None:
-        schema["minItems"] = meta.min_items
-    if meta.max_items is not None:
-        schema["maxItems"] = meta.max_items
+    for attribute, keyword in _BOUND_KEYWORDS:
+        value = getattr(meta, attribute)
+        if value is not None:
+            schema[keyword] = value
     if meta.list_map_keys is not None:
         schema["x-kubernetes-list-type"] = "map"
         schema["x-kubernetes-list-map-keys"] = list(meta.list_map_keys)

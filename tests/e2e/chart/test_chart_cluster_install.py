@@ -53,36 +53,19 @@ def test_installed_into_a_restricted_namespace_both_replicas_become_available(
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-namespace"] == release.namespace
 
 
-def test_an_upgrade_changes_the_log_level(cluster: ClusterHandle, release: Release) -> None:
+def _upgrade(cluster: ClusterHandle, release: Release, **values: str) -> None:
     helm(
-        cluster,
-        "upgrade",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        release.namespace,
-        "--reuse-values",
-        "--wait",
-        "--timeout",
-        "3m",
-        values={"logLevel": "debug"},
-    )
+        cluster, "upgrade", RELEASE, str(CHART), "--namespace", release.namespace,
+        "--reuse-values", "--wait", "--timeout", "3m", values=values,
+    )  # fmt: skip
+
+
+def test_an_upgrade_changes_the_log_level(cluster: ClusterHandle, release: Release) -> None:
+    _upgrade(cluster, release, logLevel="debug")
     try:
         assert "--log-level=debug" in release.operator_args(cluster)
     finally:
-        helm(
-            cluster,
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            release.namespace,
-            "--reuse-values",
-            "--wait",
-            "--timeout",
-            "3m",
-            values={"logLevel": "info"},
-        )
+        _upgrade(cluster, release, logLevel="info")
     wait_for(lambda: "--log-level=info" in release.operator_args(cluster), what="the rollback to info", timeout=30)
 
 

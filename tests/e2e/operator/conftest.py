@@ -99,10 +99,7 @@ class OperatorProcess:
         if self._proc is not None:
             self._proc.kill()
             self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
-            self._proc = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._forget()
 
     def stop(self) -> None:
         if self._proc is not None:
@@ -112,7 +109,10 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
-            self._proc = None
+        self._forget()
+
+    def _forget(self) -> None:
+        self._proc = None
         if self._log is not None:
             self._log.close()
             self._log = None
