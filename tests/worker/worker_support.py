@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ttsfleet import contract
 from ttsfleet.contract import ServingConfig, Voice
@@ -39,6 +40,15 @@ class RunningServer:
     loading_after: float = 0.0  # seconds from start to Triton knowing the model (loading)
 
 
+def _model_state(server: Any, model_name: str) -> str | None:
+    """The model's state in Triton's index; None while the index does not answer in time (it can
+    wait on the repository lock a load holds, for seconds on a busy machine)."""
+    try:
+        return server.model_states().get(model_name)
+    except OSError:
+        return None
+
+
 def start_server(tiny_weights: Path, workdir: Path, serving: ServingConfig) -> RunningServer:
     from ttsfleet.worker.server import ServerOptions, TritonServer
 
@@ -52,7 +62,7 @@ def start_server(tiny_weights: Path, workdir: Path, serving: ServingConfig) -> R
     loader = server.start_loading()
     deadline = started + LOAD_TIMEOUT_S
     # The index lists every model in the repository; a state appears once loading has begun.
-    while server.model_states().get(serving.model_name) not in ("LOADING", "READY"):
+    while _model_state(server, serving.model_name) not in ("LOADING", "READY"):
         assert time.monotonic() < deadline, f"Triton did not start loading within {LOAD_TIMEOUT_S}s"
         time.sleep(0.02)
     running.loading_after = time.monotonic() - started
