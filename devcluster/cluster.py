@@ -83,6 +83,41 @@ class ClusterHandle:
             raise RuntimeError(f"kubectl {' '.join(args)} failed (exit {result.returncode}): {result.stderr.strip()}")
         return result
 
+    def wait_for_owner_kind(self, api_version: str, kind: str, timeout: float = 60) -> None:
+        """Wait until admission can resolve a freshly installed custom kind as an owner.
+
+        OwnerReferencesPermissionEnforcement resolves ``blockOwnerDeletion`` owners through a
+        discovery cache that kube-apiserver refreshes only every 30 s: until then, creating a
+        child owned by the new kind is forbidden ("cannot find RESTMapping"). A server-side
+        dry-run of such a child says when that window is over.
+        """
+        probe = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "owner-kind-probe",
+                "namespace": "default",
+                "ownerReferences": [
+                    {
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "name": "probe",
+                        "uid": "00000000-0000-0000-0000-000000000000",
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+        }
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
+            if result.returncode == 0:
+                return
+            if "cannot find RESTMapping" not in result.stderr or time.monotonic() >= deadline:
+                raise RuntimeError(f"admission does not resolve {kind} ({api_version}) as an owner: {result.stderr}")
+            time.sleep(1)
+
     def apply_objects(self, objects: list[dict[str, Any]], field_manager: str = "ttsfleet-devcluster") -> None:
         self.kubectl(
             "apply",

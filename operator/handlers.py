@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from ttsfleet.operator import kinds, naming, peering, spec
+from ttsfleet.operator import kinds, metrics, naming, peering, requeue, spec
 from ttsfleet.operator.kube import ApiError, Kube
 from ttsfleet.operator.peering import DEFAULT_LIFETIME_SECONDS
 from ttsfleet.operator.reconcile import Reconciler
@@ -53,6 +54,8 @@ class Options:
 
 def _reconcile(memo: Any, namespace: str, name: str) -> None:
     reconciler: Reconciler = memo["reconciler"]
+    # kopf delivers events only to a replica that is active (not paused by its peering).
+    metrics.ACTIVE.set(1)
     reconciler.reconcile(namespace, name)
 
 
@@ -78,7 +81,8 @@ def _active_for(kube: Kube, options: Options, namespace: str) -> bool:
     return peering.is_active(obj, options.identity, options.priority, datetime.now(UTC))
 
 
-def _fleets_to_resync(kube: Kube, options: Options) -> list[tuple[str, str]]:
+def _fleets_to_resync(kube: Kube, options: Options) -> tuple[list[tuple[str, str]], bool]:
+    """The fleets this replica is active for, and whether it is active anywhere."""
     exact = [ns for ns in options.namespaces if not any(ch in ns for ch in "*?[!")]
     if options.clusterwide or len(exact) != len(options.namespaces):
         items = kube.list_objects(kinds.TTSDEPLOYMENT, None)
@@ -89,8 +93,12 @@ def _fleets_to_resync(kube: Kube, options: Options) -> list[tuple[str, str]]:
     else:
         items = [i for ns in exact for i in kube.list_objects(kinds.TTSDEPLOYMENT, ns)]
     fleets = [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items]
-    active = {ns: _active_for(kube, options, ns) for ns in {ns for ns, _ in fleets}}
-    return [(ns, name) for ns, name in fleets if active[ns]]
+    if options.clusterwide:
+        # One cluster-wide peering decides for every namespace.
+        everywhere = _active_for(kube, options, "")
+        return (fleets if everywhere else []), everywhere
+    active = {ns: _active_for(kube, options, ns) for ns in {ns for ns, _ in fleets} | set(exact)}
+    return [(ns, name) for ns, name in fleets if active[ns]], any(active.values())
 
 
 def ensure_peering(kube: Kube, options: Options) -> None:
@@ -122,15 +130,30 @@ async def resync_forever(reconciler: Reconciler, options: Options) -> None:
     while True:
         await asyncio.sleep(options.resync_seconds)
         try:
-            fleets = await asyncio.to_thread(_fleets_to_resync, reconciler.kube, options)
+            fleets, active = await asyncio.to_thread(_fleets_to_resync, reconciler.kube, options)
         except Exception:
             log.exception("resync: listing TTSDeployments failed")
             continue
+        metrics.ACTIVE.set(1 if active else 0)
+        reconciler.fleets.retain(fleets)
         for namespace, name in fleets:
             try:
                 await asyncio.to_thread(reconciler.reconcile, namespace, name)
             except Exception:
                 log.exception("resync of %s/%s failed", namespace, name)
+
+
+async def retry_forever(reconciler: Reconciler, options: Options, tick: float = 0.5) -> None:
+    """Passes that failed are tried again on their backoff (reconcile.Reconciler.retries), so a
+    transient failure heals in seconds rather than at the next resync."""
+    while True:
+        await asyncio.sleep(tick)
+        for namespace, name in reconciler.retries.due(time.monotonic()):
+            try:
+                if await asyncio.to_thread(_active_for, reconciler.kube, options, namespace):
+                    await asyncio.to_thread(reconciler.reconcile, namespace, name)
+            except Exception:
+                log.exception("retry of %s/%s failed", namespace, name)
 
 
 async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
@@ -142,19 +165,23 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     if options.peering is not None:
         # A standby takes over at most this long after the active replica's last keep-alive.
         settings.peering.lifetime = options.peering_lifetime
+    # A peering replica starts paused until kopf (and our resync) see it is the active one.
+    metrics.ACTIVE.set(0 if options.peering is not None else 1)
     kube = await asyncio.to_thread(Kube.connect)
     if options.peering is not None:
         await asyncio.to_thread(ensure_peering, kube, options)
-    reconciler = Reconciler(kube, instance=options.identity or None)
+    retries: requeue.Backoff[tuple[str, str]] = requeue.Backoff(limit=max(1.0, options.resync_seconds))
+    reconciler = Reconciler(kube, instance=options.identity or None, retries=retries)
     memo["reconciler"] = reconciler
     memo["resync"] = asyncio.create_task(resync_forever(reconciler, options), name="ttsfleet-resync")
+    memo["retry"] = asyncio.create_task(retry_forever(reconciler, options), name="ttsfleet-retry")
 
 
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("resync")
-    if task is not None:
+    tasks: list[asyncio.Task[None]] = [memo[name] for name in ("resync", "retry") if memo.get(name) is not None]
+    for task in tasks:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     reconciler: Reconciler | None = memo.get("reconciler")
     if reconciler is not None:
         reconciler.kube.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Tally
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -26,6 +27,10 @@ FLEETS = Gauge(
 )
 REPLICAS_DESIRED = Gauge("ttsfleet_operator_replicas_desired", "spec.replicas per fleet.", ["namespace", "name"])
 REPLICAS_READY = Gauge("ttsfleet_operator_replicas_ready", "Ready pods per fleet.", ["namespace", "name"])
+ACTIVE = Gauge(
+    "ttsfleet_operator_active",
+    "1 while this replica is the active one of its peering (always 1 without peering), 0 on standby.",
+)
 
 
 class FleetTracker:
@@ -51,6 +56,15 @@ class FleetTracker:
             self._export()
         for gauge in (REPLICAS_DESIRED, REPLICAS_READY):
             gauge.remove(namespace, name)
+
+    def retain(self, fleets: Iterable[tuple[str, str]]) -> None:
+        """Forget every fleet but these: deleted ones the watch missed, and all of them on a
+        replica that went standby, so only the active replica reports per-fleet figures."""
+        keep = set(fleets)
+        with self._lock:
+            gone = [key for key in self._conditions if key not in keep]
+        for namespace, name in gone:
+            self.forget(namespace, name)
 
     def _export(self) -> None:
         counts = Tally(pair for conds in self._conditions.values() for pair in conds.items())

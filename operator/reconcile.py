@@ -11,12 +11,24 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ttsfleet.operator import conditions, desired, events, kinds, metrics, naming, problems, schedules, status
+from ttsfleet.operator import (
+    conditions,
+    desired,
+    events,
+    kinds,
+    metrics,
+    naming,
+    problems,
+    requeue,
+    schedules,
+    status,
+)
 from ttsfleet.operator.conditions import Condition, Transition
 from ttsfleet.operator.kube import ApiError, Kube
 from ttsfleet.operator.naming import Owner
@@ -39,6 +51,8 @@ class Result:
     pruned: int = 0
     status_written: bool = False
     transitions: list[Transition] = field(default_factory=list)
+    # Some child could not be applied: worth another pass soon, not only at the next resync.
+    retry: bool = False
 
 
 def _optional_kind_condition(spec: TTSDeploymentSpec, kind: kinds.Kind, served: bool) -> Condition | None:
@@ -67,8 +81,16 @@ def _optional_kind_condition(spec: TTSDeploymentSpec, kind: kinds.Kind, served: 
 class Reconciler:
     """Serialises passes per fleet: watch events, child events and the resync run concurrently."""
 
-    def __init__(self, kube: Kube, *, now: Callable[[], str] = utcnow, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        now: Callable[[], str] = utcnow,
+        instance: str | None = None,
+        retries: requeue.Backoff[tuple[str, str]] | None = None,
+    ) -> None:
         self.kube = kube
+        self.retries: requeue.Backoff[tuple[str, str]] = retries or requeue.Backoff()
         self._now = now
         self._instance = instance or socket.gethostname()
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -93,13 +115,24 @@ class Reconciler:
                 self._waiting.discard(key)
             with metrics.RECONCILE_SECONDS.time():
                 try:
-                    return self._reconcile_fresh(namespace, name)
+                    result = self._reconcile_fresh(namespace, name)
                 except ApiError as err:
                     metrics.RECONCILE_ERRORS.labels(err.reason or str(err.status)).inc()
+                    self._retry_later(key, str(err))
                     raise
                 except Exception as err:
                     metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
+                    self._retry_later(key, repr(err))
                     raise
+            if result is not None and result.retry:
+                self._retry_later(key, "a child could not be applied")
+            else:
+                self.retries.succeeded(key)
+            return result
+
+    def _retry_later(self, key: tuple[str, str], why: str) -> None:
+        delay = self.retries.failed(key, time.monotonic())
+        log.debug("retrying %s/%s in %.0f s: %s", *key, delay, why)
 
     def _reconcile_fresh(self, namespace: str, name: str) -> Result | None:
         # Always the fresh object: a watch event's body may predate our last status write.
@@ -147,6 +180,7 @@ class Reconciler:
                 if err.status not in _REPORTABLE_STATUSES:
                     raise
                 found.append(problems.apply_failed(kind.kind, child["metadata"]["name"], err.message))
+                result.retry = True
 
         result.pruned = self._prune(owner, children, served)
 

@@ -128,6 +128,9 @@ def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "d
 
         with steps.step("install the CRD and operator with Helm", f"{out} and `helm status {RELEASE}`"):
             _install_chart(cluster)
+            from ttsfleet.operator import spec
+
+            cluster.wait_for_owner_kind(spec.API_VERSION, spec.KIND)
             operator = _start_operator(_operator_kubeconfig(cluster, out), out)
             if not keep:
                 cleanup.callback(_stop, operator)

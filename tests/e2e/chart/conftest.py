@@ -7,24 +7,15 @@ started here with the Deployment's own arguments stands in for them.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from chart_e2e import CRD_NAMES, ChartOperator, Release, adopt, free_port, helm, token_kubeconfig
+from chartkit import CHART, RELEASE
 
-TESTS = Path(__file__).resolve().parents[2]
-# Shared with the chart unit tests (rendering, the Argo CD health runner) and the operator e2e
-# tests (fleet bodies, kubectl JSON access); neither folder is a package.
-for folder in (TESTS / "unit" / "chart", TESTS / "e2e" / "operator"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from chart_e2e import CRD_NAMES, ChartOperator, Release, adopt, free_port, helm, token_kubeconfig  # noqa: E402
-from chartkit import CHART, RELEASE  # noqa: E402
-
-from ttsfleet.devcluster.cluster import ClusterHandle  # noqa: E402
+from ttsfleet.devcluster.cluster import ClusterHandle
+from ttsfleet.operator.spec import API_VERSION, KIND
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +57,7 @@ def release(cluster: ClusterHandle) -> Iterator[Release]:
         "3m",
         values=values,
     )
+    cluster.wait_for_owner_kind(API_VERSION, KIND)
     try:
         yield installed
     finally:

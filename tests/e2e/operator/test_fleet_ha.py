@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any
 
-from conftest import OperatorProcess
 from fleet_helpers import apply, fleet, get, ready_fleet, wait_for
+from operator_process import OperatorProcess
 
 NAME = "ha"
 PEERING = "ttsfleet-ha"
@@ -80,4 +80,71 @@ def test_standby_takes_over_when_the_active_replica_dies(
     finally:
         active.stop()
         standby.stop()
+        running_operator.start()
+
+
+def fleet_gauge(operator: OperatorProcess, namespace: str) -> float | None:
+    labels = frozenset({("namespace", namespace), ("name", DEMOTED_NAME)})
+    return operator.samples().get(("ttsfleet_operator_replicas_desired", labels))
+
+
+DEMOTED_NAME = "handover"
+RECONCILES = "ttsfleet_operator_reconcile_duration_seconds_count"
+
+
+def test_a_replica_outranked_by_a_new_one_hands_over_and_stops_reporting(
+    cluster: Any, namespace: str, running_operator: OperatorProcess
+) -> None:
+    """A rolling upgrade of the operator: the new pod joins with a higher priority, the old one
+    pauses while it still runs. Only one replica may act, and only one may report the fleet."""
+    running_operator.stop()
+    for role in ("old", "new"):
+        (cluster.logs_dir / f"operator-handover-{role}.log").unlink(missing_ok=True)
+    args = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_SECONDS))
+    old = OperatorProcess(
+        cluster.env, cluster.logs_dir / "operator-handover-old.log", (*args, "--priority", "50"), namespace
+    )
+    new = OperatorProcess(
+        cluster.env, cluster.logs_dir / "operator-handover-new.log", (*args, "--priority", "100"), namespace
+    )
+    try:
+        old.start()
+        wait_for("the old replica in the peering", lambda: len(peers(cluster, namespace)) == 1, 20)
+        apply(cluster, namespace, fleet(DEMOTED_NAME, replicas=1))
+        ready_fleet(cluster, namespace, DEMOTED_NAME, timeout=60)
+        wait_for("the old replica to report the fleet", lambda: fleet_gauge(old, namespace) == 1, 20)
+        assert old.samples()[("ttsfleet_operator_active", frozenset())] == 1
+
+        new.start()
+        wait_for(
+            "the new replica to report the fleet as the active one",
+            lambda: fleet_gauge(new, namespace) == 1 and new.samples()[("ttsfleet_operator_active", frozenset())] == 1,
+            30,
+        )
+        wait_for(
+            "the old replica to go standby and stop reporting the fleet",
+            lambda: (
+                fleet_gauge(old, namespace) is None and old.samples()[("ttsfleet_operator_active", frozenset())] == 0
+            ),
+            30,
+        )
+        assert "Pausing operations in favour of" in old.log_path.read_text(errors="replace")
+
+        # The old replica still runs, paused: a change is made by the new one alone.
+        passes = old.samples()[(RECONCILES, frozenset())]
+        cluster.kubectl(
+            "patch", "ttsd", DEMOTED_NAME, "-n", namespace, "--type", "merge", "-p", '{"spec": {"replicas": 2}}'
+        )
+        wait_for(
+            "the new replica to scale the StatefulSet",
+            lambda: (get(cluster, namespace, "sts", DEMOTED_NAME) or {}).get("spec", {}).get("replicas") == 2,
+            20,
+        )
+        ready_fleet(cluster, namespace, DEMOTED_NAME, timeout=60)
+        time.sleep(6)  # one more resync period of the old replica
+        assert old.samples()[(RECONCILES, frozenset())] == passes, "the paused replica reconciled"
+        assert fleet_gauge(old, namespace) is None
+    finally:
+        old.stop()
+        new.stop()
         running_operator.start()

@@ -6,22 +6,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import OperatorProcess
 from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
-from prometheus_client.parser import text_string_to_metric_families
+from operator_process import OperatorProcess
 
 from ttsfleet import contract
 
 NAME = "oncall"
-
-
-def scrape(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = operator.get("/metrics", operator.metrics_port)
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_operator_metrics_liveness_and_service_monitor(
@@ -40,7 +30,7 @@ def test_operator_metrics_liveness_and_service_monitor(
     fleet_labels = frozenset({("namespace", namespace), ("name", NAME)})
 
     def settled() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
-        samples = scrape(running_operator)
+        samples = running_operator.samples()
         desired = samples.get(("ttsfleet_operator_replicas_desired", fleet_labels))
         ready = samples.get(("ttsfleet_operator_replicas_ready", fleet_labels))
         return samples if (desired, ready) == (2, 2) else None
@@ -58,8 +48,8 @@ def test_operator_metrics_liveness_and_service_monitor(
         "replicas desired/ready 3/3 in /metrics",
         lambda: (
             (
-                scrape(running_operator).get(("ttsfleet_operator_replicas_desired", fleet_labels)),
-                scrape(running_operator).get(("ttsfleet_operator_replicas_ready", fleet_labels)),
+                running_operator.samples().get(("ttsfleet_operator_replicas_desired", fleet_labels)),
+                running_operator.samples().get(("ttsfleet_operator_replicas_ready", fleet_labels)),
             )
             == (3, 3)
         ),

@@ -48,11 +48,12 @@ def test_resync_lists_the_served_namespaces() -> None:
     kube = FakeKube()
     for ns, name in [("team-a", "x"), ("team-b", "y"), ("other", "z")]:
         kube.put(fleet(ns, name))
-    listed = handlers._fleets_to_resync(kube, handlers.Options(clusterwide=True))  # type: ignore[arg-type]
+    listed, active = handlers._fleets_to_resync(kube, handlers.Options(clusterwide=True))  # type: ignore[arg-type]
     assert sorted(listed) == [("other", "z"), ("team-a", "x"), ("team-b", "y")]
-    exact = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-a",)))  # type: ignore[arg-type]
+    assert active  # no peering: always the active replica
+    exact, _ = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-a",)))  # type: ignore[arg-type]
     assert exact == [("team-a", "x")]
-    globbed = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-*",)))  # type: ignore[arg-type]
+    globbed, _ = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-*",)))  # type: ignore[arg-type]
     assert sorted(globbed) == [("team-a", "x"), ("team-b", "y")]
 
 
@@ -83,9 +84,9 @@ def test_resync_only_in_the_active_replica() -> None:
         }
     )
     options = handlers.Options(clusterwide=True, peering="p", identity="standby", priority=5)
-    assert handlers._fleets_to_resync(kube, options) == []  # type: ignore[arg-type]
+    assert handlers._fleets_to_resync(kube, options) == ([], False)  # type: ignore[arg-type]
     options = handlers.Options(clusterwide=True, peering="p", identity="me", priority=10)
-    assert handlers._fleets_to_resync(kube, options) == [("team-a", "x")]  # type: ignore[arg-type]
+    assert handlers._fleets_to_resync(kube, options) == ([("team-a", "x")], True)  # type: ignore[arg-type]
 
 
 def test_peering_object_is_created_when_missing() -> None:

@@ -39,3 +39,15 @@ def test_reconcile_is_timed() -> None:
     kube.put(fleet_body(minimal_spec()))
     Reconciler(kube, now=lambda: "2026-01-01T00:00:00Z").reconcile(OWNER.namespace, OWNER.name)  # type: ignore[arg-type]
     assert sample("ttsfleet_operator_reconcile_duration_seconds_count") == before + 1
+
+
+def test_retain_forgets_every_other_fleet() -> None:
+    tracker = FleetTracker()
+    tracker.observe("r-ns", "kept", 2, ready("True"))
+    tracker.observe("r-ns", "gone", 3, ready("True"))
+    tracker.retain([("r-ns", "kept")])
+    assert sample("ttsfleet_operator_replicas_desired", namespace="r-ns", name="kept") == 2
+    assert sample("ttsfleet_operator_replicas_desired", namespace="r-ns", name="gone") is None
+    tracker.retain([])  # gone standby: nothing per fleet, and no fleet counted
+    assert sample("ttsfleet_operator_replicas_desired", namespace="r-ns", name="kept") is None
+    assert sample("ttsfleet_operator_fleets", condition="Ready", status="True") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fixtures_operator import OWNER, FakeKube, fleet_body, minimal_spec
@@ -145,6 +146,25 @@ def test_server_errors_propagate_for_retry() -> None:
         assert err.status == 500
     else:
         raise AssertionError("a server error must propagate")
+    assert reconciler.retries.pending((OWNER.namespace, OWNER.name)) is not None
+
+
+def test_a_failed_apply_is_retried_soon_and_the_backoff_resets_once_it_heals() -> None:
+    kube, reconciler = setup(minimal_spec())
+    key = (OWNER.namespace, OWNER.name)
+    # What admission says about a CRD installed seconds ago, until its discovery cache refreshes.
+    kube.fail_apply["ConfigMap"] = ApiError(403, "Forbidden", "cannot find RESTMapping for Kind TTSDeployment")
+    first = reconciler.reconcile(*key)
+    assert first is not None and first.retry
+    assert reconciler.retries.pending(key) is not None
+    reconciler.reconcile(*key)
+    due = reconciler.retries.pending(key)
+    assert due is not None and 1 < due - time.monotonic() <= 2  # 1 s after the first failure, 2 s now
+    del kube.fail_apply["ConfigMap"]
+    healed = reconciler.reconcile(*key)
+    assert healed is not None and not healed.retry
+    assert reconciler.retries.pending(key) is None
+    assert condition(kube, "Ready")["reason"] != "ApplyFailed"
 
 
 def test_invalid_spec_is_reported() -> None:

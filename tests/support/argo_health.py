@@ -9,7 +9,7 @@ from typing import Any
 
 from lupa import lua51
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 HEALTH_LUA = REPO / "examples" / "argocd" / "health" / "ttsdeployment.lua"
 ARGOCD_CM = REPO / "examples" / "argocd" / "argocd-cm.yaml"
 HEALTH_KEY = "resource.customizations.health.tts.ttsfleet.io_TTSDeployment"

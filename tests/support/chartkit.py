@@ -11,7 +11,7 @@ import yaml
 
 from ttsfleet.devcluster import versions
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ttsfleet-operator"
 RELEASE = "ttsfleet"
 NAMESPACE = "ttsfleet-system"

@@ -1,0 +1,122 @@
+"""The operator under test as a real process: ``python -P -m ttsfleet.operator`` (``-P``: never
+put the working directory on sys.path) against a cluster's kubeconfig, its log in a file so that
+failures show its tail."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """The operator under test; stoppable and restartable within the session."""
+
+    def __init__(
+        self, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = (), namespace: str | None = None
+    ) -> None:
+        self._env = env
+        self._scope = ["--namespace", namespace] if namespace else ["--all-namespaces"]
+        self._log_path = log_path
+        self._extra_args = extra_args
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self.port = _free_port()
+        self.metrics_port = _free_port()
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path
+
+    def get(self, path: str, port: int | None = None) -> str:
+        """GET one of the operator's HTTP endpoints (liveness by default, or metrics)."""
+        url = f"http://127.0.0.1:{port or self.port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The operator's /metrics, by (sample name, labels)."""
+        text = self.get("/metrics", self.metrics_port)
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        assert not self.running, "operator already running"
+        self._log = self._log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "ttsfleet.operator",
+                *self._scope,
+                "--resync-seconds",
+                "5",
+                "--liveness",
+                f"http://127.0.0.1:{self.port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
+                *self._extra_args,
+            ],
+            env=self._env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self._proc.returncode}; see {self._log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.3)
+        raise RuntimeError(f"operator not live after {START_TIMEOUT_SECONDS:.0f}s; see {self._log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the peers, as when a node dies."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+        self._forget()
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+        self._forget()
+
+    def _forget(self) -> None:
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
