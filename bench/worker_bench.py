@@ -151,9 +151,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # same thread budget in-process and in Triton
 
-    from ttsfleet.worker import logs
+    from ttsfleet import logs
 
-    logs.setup("WARNING")
+    logs.configure_json("WARNING")
 
     from ttsfleet.contract import ServingConfig
     from ttsfleet.worker.checkpoint import ensure_weights

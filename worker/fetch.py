@@ -29,8 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ttsfleet import contract
-from ttsfleet.worker import logs
+from ttsfleet import contract, logs
 from ttsfleet.worker.manifest import ASSET_FILES, MANIFEST_FILE, WeightsManifest, sha256_file, sha256_key
 
 log = logging.getLogger("ttsfleet.worker.fetch")
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"expected sha256 of the source's {MANIFEST_FILE} (default: ${contract.ENV_MODEL_SHA256})",
     )
     args = parser.parse_args(argv)
-    logs.setup()
+    logs.configure_json()
     try:
         fetch(make_source(args.source, args.revision), args.cache, manifest_sha256=args.sha256)
     except (FetchError, OSError) as error:

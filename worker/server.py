@@ -41,9 +41,8 @@ from importlib import resources
 from pathlib import Path
 from types import FrameType
 
-from ttsfleet import contract
+from ttsfleet import contract, logs
 from ttsfleet.contract import ServingConfig, render_triton_config
-from ttsfleet.worker import logs
 
 log = logging.getLogger("ttsfleet.worker.server")
 
@@ -304,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpc-port", type=int, default=contract.GRPC_PORT)
     parser.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT)
     args = parser.parse_args(argv)  # fmt: skip
-    logs.setup()
+    logs.configure_json()
     serving, pbtxt = _serving_from_mount(args.serving_config)
     options = ServerOptions(
         model_cache=args.model_cache, workdir=args.workdir, serving=serving, config_pbtxt=pbtxt,

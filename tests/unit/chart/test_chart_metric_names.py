@@ -112,7 +112,8 @@ def test_alerts_use_exported_metrics(helm_path: Path) -> None:
             assert names and not names - known, f"{alert['alert']}: {alert['expr']}"
             used |= names
     errors = operator_metrics.RECONCILE_ERRORS.describe()[0].name
-    assert {errors + "_total", contract.METRIC_QUEUE_LENGTH} <= used
+    active = operator_metrics.ACTIVE.describe()[0].name
+    assert {errors + "_total", active, contract.METRIC_QUEUE_LENGTH} <= used
 
 
 def test_alert_thresholds_come_from_values(helm_path: Path) -> None:

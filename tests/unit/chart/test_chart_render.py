@@ -127,7 +127,12 @@ def test_monitoring_objects_are_off_by_default_and_on_when_asked(helm_path: Path
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     alerts = {r["alert"] for g in one(objects, "PrometheusRule")["spec"]["groups"] for r in g["rules"]}
-    assert alerts == {"TTSFleetNotReady", "TTSFleetReconcileErrors", "TTSFleetQueueLengthHigh"}
+    assert alerts == {
+        "TTSFleetNotReady",
+        "TTSFleetReconcileErrors",
+        "TTSFleetQueueLengthHigh",
+        "TTSOperatorNoActiveReplica",
+    }
     dashboard = one(objects, "ConfigMap")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"

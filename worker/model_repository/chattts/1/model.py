@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by Triton's python backend stub
 
-from ttsfleet import contract
-from ttsfleet.worker import logs
+from ttsfleet import contract, logs
 from ttsfleet.worker.engine import Engine
 from ttsfleet.worker.metrics import TtsMetrics
 from ttsfleet.worker.service import RawRequest, Scheduler
@@ -65,7 +64,7 @@ class _TritonStream:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        logs.setup()
+        logs.configure_json()
         model_config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(model_config):
             raise pb_utils.TritonModelException("the chattts model must be decoupled (streaming)")
