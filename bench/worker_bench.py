@@ -142,11 +142,19 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int) -> Figures:
 
 
 def main() -> None:
+    from ttsfleet.contract import ServingConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=["tiny", "full"])
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,4,8")
     parser.add_argument("--gpu", action="store_true", help="serve on the GPU (KIND_GPU)")
+    parser.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=ServingConfig.max_queue_delay_microseconds,
+        help="Triton's max_queue_delay_microseconds (default: the fleet default)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # same thread budget in-process and in Triton
@@ -155,14 +163,13 @@ def main() -> None:
 
     logs.configure_json("WARNING")
 
-    from ttsfleet.contract import ServingConfig
     from ttsfleet.worker.checkpoint import ensure_weights
     from ttsfleet.worker.server import ServerOptions, TritonServer
 
     weights = ensure_weights(args.preset)
     levels = [int(level) for level in args.concurrency.split(",")]
     results = [bench_in_process(weights, args.requests)]
-    serving = ServingConfig(max_batch_size=max(levels), max_queue_delay_microseconds=5_000, gpu=args.gpu)
+    serving = ServingConfig(max_batch_size=max(levels), max_queue_delay_microseconds=args.queue_delay_us, gpu=args.gpu)
     with tempfile.TemporaryDirectory() as workdir:
         threads = {"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
         options = ServerOptions(model_cache=weights, workdir=Path(workdir), serving=serving, env=threads)
@@ -187,7 +194,10 @@ def main() -> None:
     columns = ("mode", "conc", "reqs", "p50 ms", "p99 ms", "TTFA p50", "req/s", "x base", "batch", "queue ms")
     widths = (-11, 5, 6, 10, 10, 10, 8, 8, 7, 10)
     header = "".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
-    print(f"weights={args.preset} text={TEXT!r} torch threads={os.environ['OMP_NUM_THREADS']}")
+    print(
+        f"weights={args.preset} text={TEXT!r} torch threads={os.environ['OMP_NUM_THREADS']} "
+        f"max_queue_delay={args.queue_delay_us} us"
+    )
     print(header)
     for figure in results:
         speedup = figure.throughput_rps / baseline.throughput_rps

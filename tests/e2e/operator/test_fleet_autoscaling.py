@@ -1,9 +1,11 @@
 """Autoscaling on the real cluster: the ScaledObject against KEDA's real CRD schema, cron
 pre-scaling with a start derived from the measured cold start, and no fight over replicas.
 
-No KEDA controller runs here, so the test plays the HPA's part exactly as the HPA does it: a GET
-and a PUT of the TTSDeployment's ``/scale`` subresource under the HPA's field manager. The fleet
-is managed the way Argo CD manages it: server-side apply of a manifest without ``replicas``.
+No KEDA controller runs here. One test plays the HPA's part exactly as the HPA does it (a GET and
+a PUT of the TTSDeployment's ``/scale`` subresource) to drive replicas to any count; the other
+creates the HorizontalPodAutoscaler KEDA would derive from the ScaledObject and lets
+kube-controller-manager's real HPA controller scale the fleet to its minimum. The fleet is
+managed the way Argo CD manages it: server-side apply of a manifest without ``replicas``.
 """
 
 from __future__ import annotations
@@ -229,3 +231,68 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     )
     obj = fleet_at(cluster, namespace, 3, "the fleet to follow spec.replicas=3 again")
     assert condition(obj, "Autoscaling") == {}
+
+
+def hpa_as_keda_makes_it(scaled: dict[str, Any]) -> dict[str, Any]:
+    """The HorizontalPodAutoscaler KEDA's controller derives from a ScaledObject: named
+    keda-hpa-<name>, same target and bounds, one External metric per trigger, the advanced
+    behaviour. (No KEDA here; the HPA controller that acts on it is the real one.)"""
+    spec = scaled["spec"]
+    name = scaled["metadata"]["name"]
+    metrics = [
+        {
+            "type": "External",
+            "external": {
+                "metric": {
+                    "name": f"s{index}-{trigger['type']}",
+                    "selector": {"matchLabels": {"scaledobject.keda.sh/name": name}},
+                },
+                "target": {"type": "AverageValue", "averageValue": "1"},
+            },
+        }
+        for index, trigger in enumerate(spec["triggers"])
+    ]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": f"keda-hpa-{name}", "labels": {"scaledobject.keda.sh/name": name}},
+        "spec": {
+            "scaleTargetRef": spec["scaleTargetRef"],
+            "minReplicas": spec["minReplicaCount"],
+            "maxReplicas": spec["maxReplicaCount"],
+            "metrics": metrics,
+            "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"],
+        },
+    }
+
+
+def test_the_real_hpa_controller_scales_the_fleet_and_the_operator_leaves_it(
+    cluster: Any, namespace: str, running_operator: Any
+) -> None:
+    gitops_apply(cluster, namespace, manifest())
+    ready_fleet(cluster, namespace, NAME)
+    scaled = wait_for("the ScaledObject", lambda: get(cluster, namespace, "scaledobject", NAME), 20)
+    hpa = hpa_as_keda_makes_it(scaled)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hpa))
+
+    # kube-controller-manager's HPA controller (15 s sync period) brings the fleet up to
+    # minReplicas through the TTSDeployment's /scale, before it needs any metric.
+    fleet_at(cluster, namespace, AUTOSCALING["minReplicas"], "the HPA to raise the fleet to minReplicas")
+    live = get(cluster, namespace, "ttsd", NAME, "--show-managed-fields") or {}
+    owners = {
+        m["manager"]
+        for m in live["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+    # Neither git nor the operator claims spec.replicas. (Writes through /scale of a custom
+    # resource leave no managedFields entry at all, so the HPA's claim does not show either.)
+    assert owners <= {HPA_MANAGER}, owners
+    status = (get(cluster, namespace, "hpa", hpa["metadata"]["name"]) or {}).get("status") or {}
+    assert status.get("desiredReplicas") == AUTOSCALING["minReplicas"], status
+
+    # The operator's resyncs and a sync from git leave the HPA's count alone.
+    sts_version = (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"]
+    gitops_apply(cluster, namespace, manifest())
+    time.sleep(RESYNC_SECONDS + 2)
+    assert spec_replicas(cluster, namespace) == AUTOSCALING["minReplicas"]
+    assert (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"] == sts_version
