@@ -3,9 +3,13 @@
 Reports p50/p99 latency, time to first audio and throughput at concurrency 1, 4 and 8.
 In-process runs one request per ``infer`` call, sequentially (``Chat`` is not thread-safe): that
 is the baseline batching has to beat. Through Triton every concurrent client holds its own gRPC
-stream, so Triton's dynamic batcher can merge their requests into one ``infer`` call.
+stream; Triton's dynamic batcher hands requests to the worker's scheduler, which merges every open
+request into one ``infer`` call per step. Columns: ``batch`` is the mean batch Triton formed,
+``chattts`` the mean sentences per ChatTTS call (tts_batch_size), ``queue ms`` the mean time in
+Triton's queue. "Added by serving" is client time minus the model's own time for the same
+requests (gRPC, Triton's queue, backend IPC).
 
-    .venv/bin/python bench/worker_bench.py --preset tiny --requests 24
+    .venv/bin/python bench/worker_bench.py --preset tiny --requests 48 [--queue-delay-us 500]
 """
 
 from __future__ import annotations
@@ -37,17 +41,21 @@ def triton_stats(http_url: str) -> dict[str, int]:
     }
 
 
-def model_side_seconds(metrics_url: str) -> tuple[float, int]:
-    """Sum and count of tts_request_duration_seconds: request received in the model -> last chunk."""
+def worker_counters(metrics_url: str) -> dict[str, float]:
+    """Sums and counts of the worker's histograms: tts_request_duration_seconds (request received
+    in the model -> last chunk) and tts_batch_size (sentences per ChatTTS call)."""
+    from ttsfleet.contract import METRIC_BATCH_SIZE, METRIC_REQUEST_DURATION
+
     with urllib.request.urlopen(metrics_url) as response:
         text = response.read().decode()
-    total, count = 0.0, 0
+    totals = dict.fromkeys(
+        (f"{name}_{part}" for name in (METRIC_REQUEST_DURATION, METRIC_BATCH_SIZE) for part in ("sum", "count")), 0.0
+    )
     for line in text.splitlines():
-        if line.startswith("tts_request_duration_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("tts_request_duration_seconds_count"):
-            count += int(float(line.rsplit(" ", 1)[1]))
-    return total, count
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
 
 
 @dataclass
@@ -60,8 +68,10 @@ class Figures:
     ttfa_p50_ms: float
     throughput_rps: float
     audio_seconds_per_second: float
-    # Through Triton only: mean batch size, and per-request time in its queue and in the model.
+    # Through Triton only: mean batch Triton formed, mean sentences per ChatTTS call, and
+    # per-request time in Triton's queue and in the model.
     mean_batch: float | None = None
+    engine_batch: float | None = None
     queue_ms: float | None = None
     model_ms: float | None = None  # mean, request received by the model -> last chunk sent
     mean_ms: float | None = None  # mean as the client saw it
@@ -179,20 +189,34 @@ def main() -> None:
             server.load_model(600)
             for level in levels:
                 before = triton_stats(server.http_url)
-                model_before = model_side_seconds(server.metrics_url)
+                worker_before = worker_counters(server.metrics_url)
                 figure = bench_triton(server.grpc_url, level, args.requests)
                 after = triton_stats(server.http_url)
-                model_after = model_side_seconds(server.metrics_url)
+                worker = {k: v - worker_before[k] for k, v in worker_counters(server.metrics_url).items()}
                 delta = {key: after[key] - before[key] for key in after}
                 figure.mean_batch = round(delta["inferences"] / max(1, delta["executions"]), 2)
                 figure.queue_ms = round(delta["queue_ns"] / max(1, delta["inferences"]) / 1e6, 1)
-                served = max(1, model_after[1] - model_before[1])
-                figure.model_ms = round((model_after[0] - model_before[0]) / served * 1000, 1)
+                served = max(1.0, worker["tts_request_duration_seconds_count"])
+                figure.model_ms = round(worker["tts_request_duration_seconds_sum"] / served * 1000, 1)
+                calls = max(1.0, worker["tts_batch_size_count"])
+                figure.engine_batch = round(worker["tts_batch_size_sum"] / calls, 2)
                 results.append(figure)
 
     baseline = results[0]
-    columns = ("mode", "conc", "reqs", "p50 ms", "p99 ms", "TTFA p50", "req/s", "x base", "batch", "queue ms")
-    widths = (-11, 5, 6, 10, 10, 10, 8, 8, 7, 10)
+    columns = (
+        "mode",
+        "conc",
+        "reqs",
+        "p50 ms",
+        "p99 ms",
+        "TTFA p50",
+        "req/s",
+        "x base",
+        "batch",
+        "chattts",
+        "queue ms",
+    )
+    widths = (-11, 5, 6, 10, 10, 10, 8, 8, 7, 9, 10)
     header = "".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
     print(
         f"weights={args.preset} text={TEXT!r} torch threads={os.environ['OMP_NUM_THREADS']} "
@@ -204,15 +228,20 @@ def main() -> None:
         print(
             f"{figure.mode:<11}{figure.concurrency:>5}{figure.requests:>6}{figure.p50_ms:>10}"
             f"{figure.p99_ms:>10}{figure.ttfa_p50_ms:>10}{figure.throughput_rps:>8}{speedup:>8.2f}"
-            f"{figure.mean_batch or '-':>7}{figure.queue_ms or '-':>10}"
+            f"{figure.mean_batch or '-':>7}{figure.engine_batch or '-':>9}{figure.queue_ms or '-':>10}"
         )
     single = next(figure for figure in results if figure.mode == "triton" and figure.concurrency == 1)
-    print(f"added latency at p50 (triton c=1 vs in-process): {single.p50_ms - baseline.p50_ms:+.1f} ms")
+    # The p50 difference also carries the model's own run-to-run spread (tens of ms on a shared
+    # CPU); client minus model time of the same requests isolates what serving adds.
+    print(f"p50 difference (triton c=1 - in-process): {single.p50_ms - baseline.p50_ms:+.1f} ms")
     if single.model_ms is not None and single.mean_ms is not None:
         print(
-            f"triton c=1 mean: {single.mean_ms} ms at the client, {single.model_ms} ms inside the model "
-            f"(gRPC + Triton queue + backend IPC: {single.mean_ms - single.model_ms:+.1f} ms)"
+            f"added by serving at c=1 (gRPC + Triton queue + backend IPC): {single.mean_ms - single.model_ms:+.1f} ms "
+            f"({single.mean_ms} ms at the client, {single.model_ms} ms inside the model, means)"
         )
+    eight = next((f for f in results if f.mode == "triton" and f.concurrency == 8), None)
+    if eight is not None:
+        print(f"throughput at c=8: {eight.throughput_rps / baseline.throughput_rps:.2f}x in-process sequential")
     if args.json:
         args.json.write_text(json.dumps([asdict(figure) for figure in results], indent=2))
 

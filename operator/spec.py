@@ -175,7 +175,11 @@ class BatchingSpec:
 
     max_batch_size: int = prop("Largest batch Triton forms.", 8, minimum=1, maximum=64)
     max_queue_delay_microseconds: int = prop(
-        "How long Triton waits to fill a batch.", 5000, minimum=0, maximum=1_000_000
+        "How long Triton holds a request to fill a batch. Keep it short: the worker also batches "
+        "requests that arrive while ChatTTS is busy, so a long delay only adds latency.",
+        500,
+        minimum=0,
+        maximum=1_000_000,
     )
     instances: int = prop("Model instances per pod (per GPU).", 1, minimum=1, maximum=8)
 

@@ -19,6 +19,7 @@ from typing import Any
 from ttsfleet.contract import (
     METRIC_ACTIVE_STREAMS,
     METRIC_AUDIO_SECONDS,
+    METRIC_BATCH_SIZE,
     METRIC_GPU_MEMORY_USED,
     METRIC_GPU_UTILIZATION,
     METRIC_QUEUE_LENGTH,
@@ -29,6 +30,7 @@ from ttsfleet.contract import (
 log = logging.getLogger("ttsfleet.worker.metrics")
 
 LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 TRITON_PENDING = "nv_inference_pending_request_count"
 
 
@@ -83,6 +85,7 @@ class TtsMetrics:
                 (METRIC_QUEUE_LENGTH, "Requests queued or in progress, not yet answered", family.GAUGE),
                 (METRIC_ACTIVE_STREAMS, "Streams open in the model", family.GAUGE),
                 (METRIC_AUDIO_SECONDS, "Seconds of audio produced", family.COUNTER),
+                (METRIC_BATCH_SIZE, "Sentences per ChatTTS inference call", family.HISTOGRAM),
                 (METRIC_GPU_MEMORY_USED, "GPU memory in use (NVML)", family.GAUGE),
                 (METRIC_GPU_UTILIZATION, "GPU utilisation 0..1 (NVML)", family.GAUGE),
             )
@@ -90,6 +93,7 @@ class TtsMetrics:
         self._per_voice: dict[tuple[str, str], Any] = {}
         self._queue = self._families[METRIC_QUEUE_LENGTH].Metric(labels=labels)
         self._active = self._families[METRIC_ACTIVE_STREAMS].Metric(labels=labels)
+        self._batch = self._families[METRIC_BATCH_SIZE].Metric(labels=labels, buckets=BATCH_BUCKETS)
         self._gpu = GpuSampler()
         self._gpu_metrics = (
             (
@@ -137,6 +141,9 @@ class TtsMetrics:
 
     def pending_sentences(self, count: int) -> None:
         self._refresh_queue(self._last_triton_pending)  # no HTTP round trip on the serving path
+
+    def batch_ran(self, sentences: int) -> None:
+        self._batch.observe(sentences)
 
     def _triton_pending(self) -> int:
         if not self._metrics_url:

@@ -46,6 +46,8 @@ class Observer(Protocol):
 
     def pending_sentences(self, count: int) -> None: ...
 
+    def batch_ran(self, sentences: int) -> None: ...
+
 
 class NullObserver:
     def request_started(self) -> None:
@@ -58,6 +60,9 @@ class NullObserver:
         pass
 
     def pending_sentences(self, count: int) -> None:
+        pass
+
+    def batch_ran(self, sentences: int) -> None:
         pass
 
 
@@ -159,6 +164,7 @@ class Scheduler:
         if step is None:
             return False
         texts = [jobs[item.job].sentences[item.sentence] for item in step.items]
+        self.observer.batch_ran(len(texts))
         try:
             clips = self.engine.synthesize(texts, step.voice)
         except Exception as error:  # one failed call fails its requests, not the instance

@@ -70,6 +70,7 @@ METRIC_REQUEST_DURATION = "tts_request_duration_seconds"
 METRIC_TIME_TO_FIRST_AUDIO = "tts_time_to_first_audio_seconds"
 METRIC_ACTIVE_STREAMS = "tts_active_streams"
 METRIC_AUDIO_SECONDS = "tts_audio_seconds_total"
+METRIC_BATCH_SIZE = "tts_batch_size"
 METRIC_GPU_MEMORY_USED = "tts_gpu_memory_used_bytes"
 METRIC_GPU_UTILIZATION = "tts_gpu_utilization_ratio"
 
@@ -90,7 +91,9 @@ class ServingConfig:
     voices: tuple[Voice, ...] = (Voice(id="default", seed=42),)
     default_voice: str = "default"
     max_batch_size: int = 8
-    max_queue_delay_microseconds: int = 5_000
+    # Short: requests arriving while ChatTTS runs join its next call anyway (the worker's
+    # scheduler); a longer Triton delay only adds latency (bench/worker_bench.py --queue-delay-us).
+    max_queue_delay_microseconds: int = 500
     instance_count: int = 1
     gpu: bool = False
     warmup_sentences: tuple[str, ...] = ("Hello from ttsfleet.",)

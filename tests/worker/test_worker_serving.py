@@ -32,6 +32,20 @@ def _metrics(metrics_url: str) -> str:
         return str(response.read().decode())
 
 
+def _multi_sentence_calls(metrics_url: str) -> float:
+    """ChatTTS calls that carried more than one sentence, from tts_batch_size."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(_metrics(metrics_url))
+        for sample in family.samples
+        if sample.name.startswith(contract.METRIC_BATCH_SIZE)
+    }
+    total = samples.get((f"{contract.METRIC_BATCH_SIZE}_count", None), 0.0)
+    return total - samples.get((f"{contract.METRIC_BATCH_SIZE}_bucket", "1.0"), 0.0)
+
+
 def test_readiness_false_until_warmup_then_true(triton) -> None:
     # Sampled while the model was loading and warming up (see worker_support.start_server).
     at_live, *during, after = triton.readiness
@@ -100,6 +114,7 @@ def test_unknown_voice_error_names_known_voices(triton) -> None:
 
 def test_concurrent_requests_are_batched(triton) -> None:
     before = _batch_sizes(triton.http_url)
+    multi_before = _multi_sentence_calls(triton.metrics_url)
     results: dict[int, list[int]] = {}
     barrier = threading.Barrier(8)
 
@@ -117,6 +132,8 @@ def test_concurrent_requests_are_batched(triton) -> None:
     after = _batch_sizes(triton.http_url)
     grown = {size: after.get(size, 0) - before.get(size, 0) for size in after}
     assert any(size > 1 and count > 0 for size, count in grown.items()), f"no batch > 1: {grown}"
+    # ...and ChatTTS synthesised several of them in one call (the worker's own histogram).
+    assert _multi_sentence_calls(triton.metrics_url) > multi_before
 
 
 def test_unary_requests_over_http_and_grpc(triton) -> None:
@@ -147,6 +164,7 @@ def test_metrics_exported_on_triton_endpoint(triton) -> None:
     assert f'{contract.METRIC_QUEUE_LENGTH}{{model="chattts"}}' in text
     assert f'{contract.METRIC_ACTIVE_STREAMS}{{model="chattts"}}' in text
     assert f'{contract.METRIC_AUDIO_SECONDS}{{model="chattts",voice="bright"}}' in text
+    assert f'{contract.METRIC_BATCH_SIZE}_count{{model="chattts"}}' in text
     assert contract.METRIC_GPU_MEMORY_USED not in text  # no GPU here: not exported, not an error
 
 
