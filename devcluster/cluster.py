@@ -112,9 +112,10 @@ class ClusterHandle:
         deadline = time.monotonic() + timeout
         while True:
             result = self.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(probe), check=False)
-            if result.returncode == 0:
+            # Any other answer (even a refusal for another reason) means the kind resolves.
+            if "cannot find RESTMapping" not in result.stderr:
                 return
-            if "cannot find RESTMapping" not in result.stderr or time.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 raise RuntimeError(f"admission does not resolve {kind} ({api_version}) as an owner: {result.stderr}")
             time.sleep(1)
 
