@@ -140,9 +140,11 @@ class _Process:
 class LocalCluster:
     """Bring-up and tear-down of the loopback control plane in one work directory."""
 
-    def __init__(self, workdir: Path, plan: addons.NodePlan | None = None) -> None:
+    def __init__(self, workdir: Path, plan: addons.NodePlan | None = None, *, third_party_crds: bool = True) -> None:
         self.workdir = workdir
         self.plan = plan or addons.NodePlan()
+        # KEDA's and the Prometheus Operator's CRDs; off for a cluster without those add-ons.
+        self.third_party_crds = third_party_crds
         self.logs_dir = workdir / "logs"
         self.state_file = workdir / "state.json"
 
@@ -188,7 +190,7 @@ class LocalCluster:
             self._start(state, self._pv_recycler())
             log.info("step 5/6: nodes, local-SSD storage, KEDA and Prometheus Operator CRDs")
             handle.apply_objects(addons.all_objects(self.plan))
-            for crd in upstream.third_party_crds():
+            for crd in upstream.third_party_crds() if self.third_party_crds else []:
                 handle.kubectl("apply", "--server-side", "-f", str(crd))
             log.info("step 6/6: waiting for nodes Ready, CRDs Established, default service account")
             self._wait_healthy(handle)
@@ -394,7 +396,8 @@ class LocalCluster:
             timeout=60,
             describe=lambda: handle.kubectl("get", "nodes", "-o", "wide", check=False).stdout + self._log_tail("kwok"),
         )
-        handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        if self.third_party_crds:
+            handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
         wait_for(
             lambda: handle.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
             what="the default ServiceAccount (controller-manager's serviceaccount controller)",

@@ -71,6 +71,24 @@ def on_child_event(memo: Any, labels: Mapping[str, str], namespace: str | None, 
         _reconcile(memo, namespace, owner)
 
 
+OPTIONAL_CRDS = frozenset(kind.crd_name for kind in kinds.OPTIONAL_KINDS)
+
+
+def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:
+    """KEDA's or the Prometheus Operator's CRD installed or removed while fleets run: re-read
+    discovery and reconcile every fleet now, so ScaledObjects and ServiceMonitors (and the
+    conditions saying they cannot exist) follow within seconds, not at the discovery cache's TTL."""
+    if type is None:
+        return  # the initial listing: every fleet's first pass reads discovery anyway
+    reconciler: Reconciler = memo["reconciler"]
+    options: Options = memo["options"]
+    reconciler.kube.forget_served()
+    fleets, _active = _fleets_to_resync(reconciler.kube, options)
+    log.info("CRD %s %s: reconciling %d fleets", name, type.lower(), len(fleets))
+    for namespace, fleet in fleets:
+        reconciler.reconcile(namespace, fleet)
+
+
 def _active_for(kube: Kube, options: Options, namespace: str) -> bool:
     if options.peering is None:
         return True
@@ -197,6 +215,14 @@ def build_registry() -> kopf.OperatorRegistry:
         naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER,
         naming.LABEL_DEPLOYMENT: kopf.PRESENT,
     }
+    kopf.on.event(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        when=lambda name, **_: name in OPTIONAL_CRDS,
+        registry=registry,
+        id="optional-crds",
+    )(on_optional_crd_event)
     for group, version, plural in WATCHED_CHILDREN:
         kopf.on.event(group, version, plural, labels=managed, registry=registry, id=f"child-{plural}")(on_child_event)
     return registry

@@ -18,6 +18,10 @@ class Kind:
     def group(self) -> str:
         return self.api_version.rpartition("/")[0]
 
+    @property
+    def crd_name(self) -> str:
+        return f"{self.plural}.{self.group}"
+
     def base_path(self) -> str:
         return f"/apis/{self.api_version}" if self.group else f"/api/{self.api_version}"
 

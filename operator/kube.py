@@ -79,7 +79,13 @@ class Kube:
         )
         response.read()
         data = response.data or b""
-        payload: dict[str, Any] = json.loads(data) if data else {}
+        try:
+            payload: dict[str, Any] = json.loads(data) if data else {}
+        except ValueError:
+            # Not a Status object: e.g. "404 page not found" for an API group nobody serves.
+            if 200 <= response.status <= 299:
+                raise
+            payload = {"message": data.decode(errors="replace").strip()}
         if not 200 <= response.status <= 299:
             raise ApiError(response.status, str(payload.get("reason", "")), str(payload.get("message", data)))
         return payload
@@ -121,6 +127,11 @@ class Kube:
         with self._served_lock:
             self._served[kind.api_version + "/" + kind.plural] = (found, now)
         return found
+
+    def forget_served(self) -> None:
+        """Drop cached discovery answers (a CRD came or went)."""
+        with self._served_lock:
+            self._served.clear()
 
     def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         kind = kind_of(obj)

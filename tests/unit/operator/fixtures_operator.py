@@ -93,6 +93,9 @@ class FakeKube:
     def served(self, kind: Kind) -> bool:
         return self._served.get(kind, True)
 
+    def forget_served(self) -> None:
+        self.discovery_resets = getattr(self, "discovery_resets", 0) + 1
+
     def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         if obj["kind"] in self.fail_apply:
             raise self.fail_apply[obj["kind"]]

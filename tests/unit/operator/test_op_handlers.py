@@ -27,8 +27,9 @@ def test_registry_has_no_finalizer_requiring_handlers() -> None:
 
 
 class Recorder:
-    def __init__(self) -> None:
+    def __init__(self, kube: FakeKube | None = None) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.kube = kube
 
     def reconcile(self, namespace: str, name: str) -> None:
         self.calls.append((namespace, name))
@@ -42,6 +43,20 @@ def test_events_route_to_the_owning_fleet() -> None:
     handlers.on_child_event(memo=memo, labels={naming.LABEL_DEPLOYMENT: "c"}, namespace="ns")
     handlers.on_child_event(memo=memo, labels={}, namespace="ns")
     assert recorder.calls == [("ns", "a"), ("ns", "c")]
+
+
+def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_with_fresh_discovery() -> None:
+    kube = FakeKube()
+    for ns, name in [("team-a", "x"), ("team-b", "y")]:
+        kube.put(fleet(ns, name))
+    reconciler = Recorder(kube)
+    memo = {"reconciler": reconciler, "options": handlers.Options(clusterwide=True)}
+    assert {"scaledobjects.keda.sh", "servicemonitors.monitoring.coreos.com"} == handlers.OPTIONAL_CRDS
+    handlers.on_optional_crd_event(memo=memo, type=None, name="servicemonitors.monitoring.coreos.com")
+    assert reconciler.calls == []  # the initial listing: nothing changed
+    handlers.on_optional_crd_event(memo=memo, type="ADDED", name="servicemonitors.monitoring.coreos.com")
+    assert sorted(reconciler.calls) == [("team-a", "x"), ("team-b", "y")]
+    assert kube.discovery_resets == 1  # type: ignore[attr-defined]
 
 
 def test_resync_lists_the_served_namespaces() -> None:

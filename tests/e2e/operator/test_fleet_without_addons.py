@@ -1,0 +1,90 @@
+"""A cluster without KEDA and without the Prometheus Operator: fleets run, their conditions say
+why there is no ScaledObject or ServiceMonitor, and installing the Prometheus Operator's CRD later
+gives them their ServiceMonitor within seconds, without restarting the operator.
+
+This needs a cluster whose CRDs the test may change, so it brings up its own (about 15 s) rather
+than removing CRDs that the other tests in the session rely on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
+from operator_process import OperatorProcess
+
+from ttsfleet.devcluster import upstream
+from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir
+from ttsfleet.operator.spec import API_VERSION, KIND
+
+REPO = Path(__file__).resolve().parents[3]
+NAMESPACE = "no-addons"
+NAME = "plain"
+
+
+@pytest.fixture(scope="module")
+def bare_cluster() -> Iterator[ClusterHandle]:
+    if os.environ.get("TTSFLEET_TEST_KUBECONFIG") or os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
+        pytest.skip("needs a local cluster of its own (it installs CRDs mid-test)")
+    local = LocalCluster(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False)
+    handle = local.up()
+    try:
+        yield handle
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def bare_operator(bare_cluster: ClusterHandle) -> Iterator[OperatorProcess]:
+    bare_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    bare_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    bare_cluster.wait_for_owner_kind(API_VERSION, KIND)
+    bare_cluster.kubectl("create", "namespace", NAMESPACE)
+    wait_for(
+        "the namespace's default ServiceAccount",
+        lambda: bare_cluster.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
+        30,
+    )
+    bare_cluster.logs_dir.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(bare_cluster.env, bare_cluster.logs_dir / "operator.log", namespace=NAMESPACE)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
+
+
+def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(
+    bare_cluster: ClusterHandle, bare_operator: OperatorProcess
+) -> None:
+    autoscaling = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+    apply(
+        bare_cluster, NAMESPACE, fleet(NAME, replicas=2, autoscaling=autoscaling, monitoring={"serviceMonitor": True})
+    )
+    obj = ready_fleet(bare_cluster, NAMESPACE, NAME)
+    monitoring, scaling = condition(obj, "Monitoring"), condition(obj, "Autoscaling")
+    assert (monitoring["status"], monitoring["reason"]) == ("False", "ServiceMonitorCRDMissing"), monitoring
+    assert "monitoring.coreos.com" in monitoring["message"]
+    assert (scaling["status"], scaling["reason"]) == ("False", "KEDANotInstalled"), scaling
+    assert condition(obj, "Degraded")["status"] == "False"
+
+    # The platform team installs the Prometheus Operator (its ServiceMonitor CRD) later on.
+    crd = next(path for path in upstream.prometheus_operator_crds() if "servicemonitors" in path.name)
+    bare_cluster.kubectl("apply", "--server-side", "-f", str(crd))
+
+    def monitored() -> dict[str, Any] | None:
+        try:
+            monitor = get(bare_cluster, NAMESPACE, "servicemonitor", NAME)
+        except RuntimeError:  # kubectl's discovery does not know the new kind yet
+            return None
+        status = condition(get(bare_cluster, NAMESPACE, "ttsd", NAME), "Monitoring").get("status")
+        return monitor if monitor and status == "True" else None
+
+    # Well within the operator's 60 s discovery cache: the CRD's own event triggers the passes.
+    monitor = wait_for("the ServiceMonitor and Monitoring=True after the CRD appeared", monitored, 20)
+    assert monitor["metadata"]["ownerReferences"][0]["name"] == NAME
+    scaling = condition(get(bare_cluster, NAMESPACE, "ttsd", NAME), "Autoscaling")
+    assert scaling["reason"] == "KEDANotInstalled"  # KEDA is still missing
