@@ -480,8 +480,10 @@ def reap_stale(prefix: str, keep: int = 1) -> None:
 
 
 @contextmanager
-def running(workdir: Path, plan: addons.NodePlan | None = None) -> Iterator[ClusterHandle]:
-    cluster = LocalCluster(workdir, plan)
+def running(
+    workdir: Path, plan: addons.NodePlan | None = None, *, third_party_crds: bool = True
+) -> Iterator[ClusterHandle]:
+    cluster = LocalCluster(workdir, plan, third_party_crds=third_party_crds)
     handle = cluster.up()
     try:
         yield handle

@@ -98,6 +98,16 @@ def spec_replicas(cluster: Any, namespace: str) -> int | None:
     return (get(cluster, namespace, "ttsd", NAME) or {}).get("spec", {}).get("replicas")
 
 
+def replicas_owners(cluster: Any, namespace: str) -> set[str]:
+    """The field managers that claim the fleet's spec.replicas."""
+    live = get(cluster, namespace, "ttsd", NAME, "--show-managed-fields") or {}
+    return {
+        m["manager"]
+        for m in live["metadata"]["managedFields"]
+        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
+    }
+
+
 def fleet_at(cluster: Any, namespace: str, replicas: int, what: str) -> dict[str, Any]:
     """StatefulSet, status and the scale subresource all at ``replicas``, every pod Ready."""
 
@@ -211,12 +221,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     merged = json.loads(gitops_apply(cluster, namespace, changed, dry_run=True).stdout)
     for path in (("spec",), ("metadata", "labels"), ("metadata", "annotations")):
         assert dig(merged, path) == dig(live, path), f"a sync of the same manifest would change {'.'.join(path)}"
-    live = get(cluster, namespace, "ttsd", NAME, "--show-managed-fields") or {}
-    owners = {
-        m["manager"]
-        for m in live["metadata"]["managedFields"]
-        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
-    }
+    owners = replicas_owners(cluster, namespace)
     # Neither git (the manifest has no replicas) nor the operator (it never writes the fleet's
     # spec) claims spec.replicas; only the autoscaler's writes through /scale may.
     assert owners <= {HPA_MANAGER}, owners
@@ -278,12 +283,7 @@ def test_the_real_hpa_controller_scales_the_fleet_and_the_operator_leaves_it(
     # kube-controller-manager's HPA controller (15 s sync period) brings the fleet up to
     # minReplicas through the TTSDeployment's /scale, before it needs any metric.
     fleet_at(cluster, namespace, AUTOSCALING["minReplicas"], "the HPA to raise the fleet to minReplicas")
-    live = get(cluster, namespace, "ttsd", NAME, "--show-managed-fields") or {}
-    owners = {
-        m["manager"]
-        for m in live["metadata"]["managedFields"]
-        if "f:replicas" in (m.get("fieldsV1") or {}).get("f:spec", {})
-    }
+    owners = replicas_owners(cluster, namespace)
     # Neither git nor the operator claims spec.replicas. (Writes through /scale of a custom
     # resource leave no managedFields entry at all, so the HPA's claim does not show either.)
     assert owners <= {HPA_MANAGER}, owners

@@ -17,6 +17,7 @@ LIFETIME_SECONDS = 10
 # kopf re-lists every watched resource on resuming; then one reconcile pass.
 TAKEOVER_SLACK_SECONDS = 10
 RESUMED = "Resuming operations after the pause"
+DEMOTED_NAME = "handover"
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +26,20 @@ def peers(cluster: Any, namespace: str) -> dict[str, Any]:
     return dict(((get(cluster, namespace, "kopfpeering", PEERING) or {}).get("status")) or {})
 
 
+def peering_replica(cluster: Any, namespace: str, role: str, priority: int) -> OperatorProcess:
+    """One replica of the HA pair, with its own log (this run's lines only)."""
+    log_path = cluster.logs_dir / f"operator-{role}.log"
+    log_path.unlink(missing_ok=True)
+    args = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_SECONDS), "--priority", str(priority))
+    return OperatorProcess(cluster.env, log_path, args, namespace)
+
+
 def test_standby_takes_over_when_the_active_replica_dies(
     cluster: Any, namespace: str, running_operator: OperatorProcess
 ) -> None:
-    running_operator.stop()  # the session's standalone operator would act on this fleet too
-    for role in ("active", "standby"):
-        (cluster.logs_dir / f"operator-ha-{role}.log").unlink(missing_ok=True)  # this run's lines only
-    args = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_SECONDS))
-    active = OperatorProcess(
-        cluster.env, cluster.logs_dir / "operator-ha-active.log", (*args, "--priority", "100"), namespace
-    )
-    standby = OperatorProcess(
-        cluster.env, cluster.logs_dir / "operator-ha-standby.log", (*args, "--priority", "50"), namespace
-    )
+    running_operator.stop()  # the module's standalone operator would act on this fleet too
+    active = peering_replica(cluster, namespace, "ha-active", 100)
+    standby = peering_replica(cluster, namespace, "ha-standby", 50)
     try:
         # The first replica creates the (namespaced) peering object itself.
         active.start()
@@ -88,8 +90,12 @@ def fleet_gauge(operator: OperatorProcess, namespace: str) -> float | None:
     return operator.samples().get(("ttsfleet_operator_replicas_desired", labels))
 
 
-DEMOTED_NAME = "handover"
-RECONCILES = "ttsfleet_operator_reconcile_duration_seconds_count"
+def active_gauge(operator: OperatorProcess) -> float | None:
+    return operator.samples().get(("ttsfleet_operator_active", frozenset()))
+
+
+def reconciles(operator: OperatorProcess) -> float | None:
+    return operator.samples().get(("ttsfleet_operator_reconcile_duration_seconds_count", frozenset()))
 
 
 def test_a_replica_outranked_by_a_new_one_hands_over_and_stops_reporting(
@@ -98,40 +104,31 @@ def test_a_replica_outranked_by_a_new_one_hands_over_and_stops_reporting(
     """A rolling upgrade of the operator: the new pod joins with a higher priority, the old one
     pauses while it still runs. Only one replica may act, and only one may report the fleet."""
     running_operator.stop()
-    for role in ("old", "new"):
-        (cluster.logs_dir / f"operator-handover-{role}.log").unlink(missing_ok=True)
-    args = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_SECONDS))
-    old = OperatorProcess(
-        cluster.env, cluster.logs_dir / "operator-handover-old.log", (*args, "--priority", "50"), namespace
-    )
-    new = OperatorProcess(
-        cluster.env, cluster.logs_dir / "operator-handover-new.log", (*args, "--priority", "100"), namespace
-    )
+    old = peering_replica(cluster, namespace, "handover-old", 50)
+    new = peering_replica(cluster, namespace, "handover-new", 100)
     try:
         old.start()
         wait_for("the old replica in the peering", lambda: len(peers(cluster, namespace)) == 1, 20)
         apply(cluster, namespace, fleet(DEMOTED_NAME, replicas=1))
         ready_fleet(cluster, namespace, DEMOTED_NAME, timeout=60)
         wait_for("the old replica to report the fleet", lambda: fleet_gauge(old, namespace) == 1, 20)
-        assert old.samples()[("ttsfleet_operator_active", frozenset())] == 1
+        assert active_gauge(old) == 1
 
         new.start()
         wait_for(
             "the new replica to report the fleet as the active one",
-            lambda: fleet_gauge(new, namespace) == 1 and new.samples()[("ttsfleet_operator_active", frozenset())] == 1,
+            lambda: fleet_gauge(new, namespace) == 1 and active_gauge(new) == 1,
             30,
         )
         wait_for(
             "the old replica to go standby and stop reporting the fleet",
-            lambda: (
-                fleet_gauge(old, namespace) is None and old.samples()[("ttsfleet_operator_active", frozenset())] == 0
-            ),
+            lambda: fleet_gauge(old, namespace) is None and active_gauge(old) == 0,
             30,
         )
         assert "Pausing operations in favour of" in old.log_path.read_text(errors="replace")
 
         # The old replica still runs, paused: a change is made by the new one alone.
-        passes = old.samples()[(RECONCILES, frozenset())]
+        passes = reconciles(old)
         cluster.kubectl(
             "patch", "ttsd", DEMOTED_NAME, "-n", namespace, "--type", "merge", "-p", '{"spec": {"replicas": 2}}'
         )
@@ -142,7 +139,7 @@ def test_a_replica_outranked_by_a_new_one_hands_over_and_stops_reporting(
         )
         ready_fleet(cluster, namespace, DEMOTED_NAME, timeout=60)
         time.sleep(6)  # one more resync period of the old replica
-        assert old.samples()[(RECONCILES, frozenset())] == passes, "the paused replica reconciled"
+        assert reconciles(old) == passes, "the paused replica reconciled"
         assert fleet_gauge(old, namespace) is None
     finally:
         old.stop()

@@ -17,7 +17,7 @@ from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
 from operator_process import OperatorProcess
 
 from ttsfleet.devcluster import upstream
-from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir
+from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir, running
 from ttsfleet.operator.spec import API_VERSION, KIND
 
 REPO = Path(__file__).resolve().parents[3]
@@ -29,12 +29,8 @@ NAME = "plain"
 def bare_cluster() -> Iterator[ClusterHandle]:
     if os.environ.get("TTSFLEET_TEST_KUBECONFIG") or os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
         pytest.skip("needs a local cluster of its own (it installs CRDs mid-test)")
-    local = LocalCluster(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False)
-    handle = local.up()
-    try:
+    with running(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False) as handle:
         yield handle
-    finally:
-        local.down()
 
 
 @pytest.fixture
