@@ -217,3 +217,22 @@ def test_lead_time_uses_the_measured_p95_or_the_warmup_budget() -> None:
     spec = parse_spec(minimal_spec(warmup={"timeoutSeconds": 900}, autoscaling={"leadTimeMarginSeconds": 60}))
     assert schedules.lead_seconds(spec.autoscaling, spec.warmup, 100.2) == 161
     assert schedules.lead_seconds(spec.autoscaling, spec.warmup, None) == 960
+
+
+def test_cold_start_sampling_of_a_fleet_larger_than_the_window_is_idempotent() -> None:
+    """More Ready pods than samples kept: a second look at the same pods must change nothing,
+    or every pass rewrites the status and the write's own watch event runs the next pass."""
+    pods = [ready_pod(f"p{i:02d}", f"2026-01-01T00:{i:02d}:00Z", f"2026-01-01T00:{i:02d}:{i:02d}Z") for i in range(50)]
+    first = coldstart.sample((), (), pods)
+    assert len(first[0]) == coldstart.KEEP_SAMPLES
+    assert set(first[1]) == {f"p{i:02d}" for i in range(30, 50)}  # the newest pods
+    assert coldstart.sample(*first, pods) == first
+    # A new pod replaces the oldest sample, once.
+    pods.append(ready_pod("p50", "2026-01-01T00:50:00Z", "2026-01-01T00:50:07Z"))
+    second = coldstart.sample(*first, pods)
+    assert second[1] == (*first[1][1:], "p50") and second[0][-1] == 7.0
+    assert coldstart.sample(*second, pods) == second
+    # Status computed twice from the same pods: nothing to write the second time.
+    st, _ = compute({"replicas": 51}, statefulset(51, 51, 51), pods=pods)
+    again, _ = compute({"replicas": 51}, statefulset(51, 51, 51), previous=st, pods=pods)
+    assert not status.differs(st, again)
