@@ -36,6 +36,7 @@ class Bundle:
     version: str
     packages: tuple[str, ...]
     ldflags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
 
     @property
     def wrapper_dir(self) -> Path:
@@ -63,6 +64,8 @@ BUNDLES: tuple[Bundle, ...] = (
             "k8s.io/kubernetes/cmd/kube-controller-manager",
             "k8s.io/kubernetes/cmd/kube-scheduler",
             "k8s.io/kubernetes/cmd/kubectl",
+            "k8s.io/kubernetes/cmd/kubelet",
+            "k8s.io/kubernetes/cmd/kube-proxy",
         ),
         ldflags=_kubernetes_ldflags(),
     ),
@@ -78,6 +81,18 @@ BUNDLES: tuple[Bundle, ...] = (
         version=versions.HELM,
         packages=("helm.sh/helm/v3/cmd/helm",),
         ldflags=(f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}",),
+    ),
+    Bundle(
+        name="containerd",
+        version=versions.CONTAINERD,
+        packages=(
+            "github.com/containerd/containerd/v2/cmd/containerd",
+            "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+            "github.com/containerd/containerd/v2/cmd/ctr",
+        ),
+        ldflags=(f"-X github.com/containerd/containerd/v2/version.Version={versions.CONTAINERD}",),
+        # btrfs support needs cgo headers; the real node uses the overlayfs snapshotter.
+        tags=("no_btrfs",),
     ),
 )
 
@@ -95,6 +110,8 @@ def _fingerprint(bundle: Bundle, go_version: str) -> str:
     digest.update((bundle.wrapper_dir / "go.mod").read_bytes())
     digest.update(go_version.encode())
     digest.update("\0".join(bundle.ldflags).encode())
+    if bundle.tags:
+        digest.update(("\0tags:" + ",".join(bundle.tags)).encode())
     return digest.hexdigest()[:12]
 
 
@@ -166,10 +183,22 @@ def _run_with_progress(command: list[str], cwd: Path, what: str, total: int, log
         raise RuntimeError(f"{what} failed (exit {code}); full log: {log_path}\n{tail}")
 
 
+def _tag_flags(bundle: Bundle) -> list[str]:
+    return ["-tags", ",".join(bundle.tags)] if bundle.tags else []
+
+
 def _count_packages(bundle: Bundle, log_path: Path) -> int:
     with log_path.open("a") as log_file:
         listed = subprocess.run(
-            ["go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", *bundle.packages],
+            [
+                "go",
+                "list",
+                *_tag_flags(bundle),
+                "-deps",
+                "-f",
+                "{{if not .Standard}}{{.ImportPath}}{{end}}",
+                *bundle.packages,
+            ],
             cwd=bundle.wrapper_dir,
             env=_go_env(),
             stdout=subprocess.PIPE,
@@ -202,7 +231,8 @@ def build_bundle(bundle: Bundle) -> Path:
     total = _count_packages(bundle, log_path)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-", dir=target.parent))
     try:
-        command = ["go", "build", "-v", "-trimpath", "-ldflags", " ".join(("-s", "-w", *bundle.ldflags))]
+        command = ["go", "build", "-v", "-trimpath", *_tag_flags(bundle)]
+        command += ["-ldflags", " ".join(("-s", "-w", *bundle.ldflags))]
         command += ["-o", str(staging) + "/", *bundle.packages]
         _run_with_progress(command, bundle.wrapper_dir, f"building {bundle.name}", total, log_path)
         for package in bundle.packages:

@@ -49,6 +49,9 @@ def wrappers() -> tuple[Wrapper, ...]:
                 "k8s.io/kubernetes/cmd/kube-controller-manager",
                 "k8s.io/kubernetes/cmd/kube-scheduler",
                 "k8s.io/kubernetes/cmd/kubectl",
+                # The real node's agents (built with the control plane: they share most packages).
+                "k8s.io/kubernetes/cmd/kubelet",
+                "k8s.io/kubernetes/cmd/kube-proxy",
             ),
         ),
         Wrapper(
@@ -73,6 +76,18 @@ def wrappers() -> tuple[Wrapper, ...]:
             version=versions.HELM,
             replace_version=versions.HELM,
             tools=("helm.sh/helm/v3/cmd/helm",),
+        ),
+        # The real node's container runtime, its runc shim and its CLI (image import).
+        Wrapper(
+            name="containerd",
+            module="github.com/containerd/containerd/v2",
+            version=versions.CONTAINERD,
+            replace_version=versions.CONTAINERD,
+            tools=(
+                "github.com/containerd/containerd/v2/cmd/containerd",
+                "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+                "github.com/containerd/containerd/v2/cmd/ctr",
+            ),
         ),
     )
 

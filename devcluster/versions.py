@@ -13,6 +13,9 @@ KWOK = "v0.8.0"
 HELM = "v3.22.0"
 KEDA = "v2.18.0"
 PROMETHEUS_OPERATOR = "v0.85.0"
+# Kubernetes 1.36 supports containerd 2.2+; Debian bookworm ships 1.6 (kept alive by a fallback
+# that 1.37 removes), so the real node runs one built from the module proxy.
+CONTAINERD = "v2.3.7"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:

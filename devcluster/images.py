@@ -1,0 +1,427 @@
+"""Container images for the real node, built offline and cached by their inputs.
+
+An image is a stack of layers; each layer is built once into ``<cache>/images/layers/<key>.tar``
+where ``key`` hashes exactly what goes into it, so editing the project's code rebuilds only the
+small project layer and never the Debian base or the Python dependencies. The image tag hashes
+the layer keys and the image config. Importing streams a docker-archive (``ocitar``) straight
+into ``ctr images import``; nothing is ever pulled from a registry.
+
+- ``pause``: the CRI sandbox, ``pause.c`` from the Kubernetes module compiled ``gcc -static``.
+- ``operator``: Debian minbase + python3, the ``operator`` extra, the project.
+- ``worker``: the same base with Triton's runtime libraries, the ``worker`` extra (torch,
+  nvidia-pytriton's tritonserver, ChatTTS), the project; entry points, user and paths as
+  ``worker/Dockerfile``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ttsfleet.cache import cache_root
+from ttsfleet.devcluster import ocitar, upstream, versions
+
+log = logging.getLogger("ttsfleet.devcluster.images")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = "localhost"
+DEBIAN_SUITE = "bookworm"
+PYTHON_VERSION = "3.11"  # bookworm's python3; the venv's wheels must match it
+VENV = "/opt/venv"
+SITE_PACKAGES = f"{VENV}/lib/python{PYTHON_VERSION}/site-packages"
+# Bumped when a recipe below changes in a way its inputs do not show.
+RECIPE_VERSION = "1"
+
+OPERATOR_UID = 65532  # the chart's podSecurityContext
+WORKER_UID = 1000  # worker/Dockerfile: triton-server
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    key_inputs: tuple[str, ...]
+    build: Callable[[Path], None]  # writes the layer tarball to the given path
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha256("\0".join((RECIPE_VERSION, self.name, *self.key_inputs)).encode())
+        return f"{self.name}-{digest.hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    layers: tuple[Layer, ...]
+    config: ocitar.ImageConfig
+
+    @property
+    def tag(self) -> str:
+        document = json.dumps([[layer.key for layer in self.layers], repr(self.config)])
+        return hashlib.sha256(document.encode()).hexdigest()[:12]
+
+    @property
+    def ref(self) -> str:
+        return f"{REGISTRY}/ttsfleet-{self.name}:{self.tag}"
+
+
+@dataclass
+class BuildReport:
+    ref: str
+    seconds: float
+    size_bytes: int
+    built_layers: list[str] = field(default_factory=list)
+
+
+def layers_dir() -> Path:
+    return cache_root() / "images" / "layers"
+
+
+# -- layer recipes ----------------------------------------------------------------------------
+
+
+def _sha_text(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _tool_version(*command: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True)
+    return (result.stdout + result.stderr).strip().splitlines()[0] if result.returncode == 0 else "absent"
+
+
+def pause_source() -> Path:
+    return upstream.module_dir("k8s.io/kubernetes", versions.KUBERNETES) / "build" / "pause" / "linux" / "pause.c"
+
+
+def pause_layer() -> Layer:
+    source = pause_source()
+
+    def build(out: Path) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            binary = Path(tmp) / "pause"
+            subprocess.run(
+                ["gcc", "-Os", "-static", "-o", str(binary), str(source)], check=True, capture_output=True, text=True
+            )
+            subprocess.run(["strip", str(binary)], check=True)
+            with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
+                archive.add(binary, "pause", filter=_root_owned)
+
+    return Layer("pause", (source.read_text(), _tool_version("gcc", "--version")), build)
+
+
+def debian_layer(packages: tuple[str, ...]) -> Layer:
+    """A Debian minbase root filesystem from the distribution's mirror (mmdebstrap's tarball is the layer)."""
+
+    def build(out: Path) -> None:
+        command = [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--quiet",
+            f"--include={','.join(packages)}",
+            # No documentation, no caches: they only make the image bigger.
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            "--customize-hook=rm -rf $1/var/cache/apt/* $1/var/lib/apt/lists/*",
+            DEBIAN_SUITE,
+            str(out),
+        ]
+        _run_logged(command, "mmdebstrap")
+
+    return Layer("debian", (DEBIAN_SUITE, *sorted(packages), _tool_version("mmdebstrap", "--version")), build)
+
+
+def requirements(extra: str) -> list[str]:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    return sorted([*project["dependencies"], *project["optional-dependencies"][extra]])
+
+
+def python_deps_layer(extra: str) -> Layer:
+    """The extra's third-party packages in the image's venv; keyed by the pinned requirements only.
+
+    Installed by this machine's pip (Python 3.11 like the image's), from its wheel cache.
+    """
+    reqs = requirements(extra)
+
+    def build(out: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=layers_dir()) as tmp:
+            target = Path(tmp) / SITE_PACKAGES.lstrip("/")
+            _run_logged(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--no-input",
+                    "--disable-pip-version-check",
+                    "--target",
+                    str(target),
+                    *reqs,
+                ],
+                f"pip install {extra} dependencies",
+            )
+            # Console scripts pip wrote point at this machine's interpreter; the image has its own.
+            shutil.rmtree(target / "bin", ignore_errors=True)
+            _tar_tree(Path(tmp), out)
+
+    return Layer(f"py-{extra}", (PYTHON_VERSION, *reqs), build)
+
+
+def _source_files() -> list[Path]:
+    files = [REPO_ROOT / "pyproject.toml", REPO_ROOT / "README.md"]
+    for top in ("src/ttsfleet", "operator", "worker", "devcluster"):
+        for path in sorted((REPO_ROOT / top).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc"):
+                files.append(path)
+    return files
+
+
+def project_layer(extra: str, uid: int, scripts: dict[str, str], writable: tuple[str, ...]) -> Layer:
+    """The project itself (a wheel built from this checkout), the venv around it and its entry points."""
+    digest = hashlib.sha256()
+    for path in _source_files():
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    source_key = digest.hexdigest()
+
+    def build(out: Path) -> None:
+        with tempfile.TemporaryDirectory(dir=layers_dir()) as tmp:
+            root = Path(tmp) / "root"
+            wheels = Path(tmp) / "wheels"
+            _run_logged(
+                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO_ROOT)],
+                "build the ttsfleet wheel",
+            )
+            wheel = next(wheels.glob("ttsfleet-*.whl"))
+            site = root / SITE_PACKAGES.lstrip("/")
+            _run_logged(
+                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+                "install the ttsfleet wheel",
+            )
+            shutil.rmtree(site / "bin", ignore_errors=True)
+            venv = root / VENV.lstrip("/")
+            (venv / "bin").mkdir(parents=True, exist_ok=True)
+            (venv / "pyvenv.cfg").write_text(
+                f"home = /usr/bin\ninclude-system-site-packages = false\nversion = {PYTHON_VERSION}\n"
+            )
+            for name in ("python", "python3", f"python{PYTHON_VERSION}"):
+                (venv / "bin" / name).symlink_to(f"/usr/bin/python{PYTHON_VERSION}")
+            for script, target in scripts.items():
+                module, function = target.split(":")
+                path = venv / "bin" / script
+                path.write_text(
+                    f"#!{VENV}/bin/python\nimport sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+                )
+                path.chmod(0o755)
+            for directory in writable:
+                (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            _tar_tree(root, out, owned_by={directory.lstrip("/"): uid for directory in writable})
+
+    return Layer(f"project-{extra}", (source_key, str(uid), json.dumps(scripts), *writable), build)
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def pause_image() -> Image:
+    return Image("pause", (pause_layer(),), ocitar.ImageConfig(entrypoint=["/pause"], user="65535:65535"))
+
+
+def _scripts(*names: str) -> dict[str, str]:
+    scripts: dict[str, str] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    return {name: scripts[name] for name in names}
+
+
+def operator_image() -> Image:
+    return Image(
+        "operator",
+        (
+            debian_layer(("python3", "ca-certificates")),
+            python_deps_layer("operator"),
+            project_layer("operator", OPERATOR_UID, _scripts("ttsfleet-operator"), ()),
+        ),
+        ocitar.ImageConfig(
+            entrypoint=[f"{VENV}/bin/ttsfleet-operator"],
+            user=f"{OPERATOR_UID}:{OPERATOR_UID}",
+            env=[f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp"],
+            working_dir="/tmp",
+        ),
+    )
+
+
+# The shared libraries tritonserver (from the nvidia-pytriton wheel) links against.
+WORKER_DEBIAN_PACKAGES = (
+    "python3",
+    "ca-certificates",
+    "libpython3.11",
+    "libarchive13",
+    "libb64-0d",
+    "libnuma1",
+    "libssl3",
+    "zlib1g",
+    "libgomp1",
+)
+
+
+def worker_image() -> Image:
+    """The CPU worker: same entry points, user and paths as worker/Dockerfile."""
+    return Image(
+        "worker",
+        (
+            debian_layer(WORKER_DEBIAN_PACKAGES),
+            python_deps_layer("worker"),
+            project_layer(
+                "worker",
+                WORKER_UID,
+                _scripts("ttsfleet-worker", "ttsfleet-fetch", "ttsfleet-say", "ttsfleet-make-weights"),
+                ("/var/cache/ttsfleet", "/etc/ttsfleet/serving", "/tmp/ttsfleet-worker"),
+            ),
+        ),
+        ocitar.ImageConfig(
+            entrypoint=["ttsfleet-worker"],
+            cmd=[
+                "--serving-config",
+                "/etc/ttsfleet/serving",
+                "--model-cache",
+                "/var/cache/ttsfleet",
+                "--host",
+                "0.0.0.0",
+            ],
+            user=f"{WORKER_UID}:{WORKER_UID}",
+            env=[
+                f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                f"TTSFLEET_TRITONSERVER={SITE_PACKAGES}/pytriton/tritonserver/bin/tritonserver",
+                "TTSFLEET_MODEL_CACHE=/var/cache/ttsfleet",
+                "HF_HOME=/var/cache/ttsfleet/.hf",
+                "HOME=/tmp/ttsfleet-worker",
+            ],
+            working_dir="/tmp/ttsfleet-worker",
+            exposed_ports=(8000, 8001, 8002),
+        ),
+    )
+
+
+IMAGES: dict[str, Callable[[], Image]] = {"pause": pause_image, "operator": operator_image, "worker": worker_image}
+# What `ttsfleet-cluster images` (and so `make test`) builds and `up` imports.
+DEFAULT_IMAGES = ("pause", "operator")
+
+
+def layer_file(layer: Layer) -> Path:
+    return layers_dir() / f"{layer.key}.tar"
+
+
+def ensure_layer(layer: Layer) -> tuple[ocitar.LayerFile, bool]:
+    """The layer's tarball, built when absent; True when it was built now."""
+    path = layer_file(layer)
+    digest_path = path.with_suffix(".sha256")
+    if path.exists() and digest_path.exists():
+        return ocitar.LayerFile(path, digest_path.read_text().strip()), False
+    layers_dir().mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log.info("building layer %s (first time only)", layer.key)
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    layer.build(partial)
+    digest = ocitar.sha256_file(partial)
+    # Rename last so a killed build never leaves a layer that looks complete.
+    partial.rename(path)
+    digest_path.write_text(digest)
+    log.info("built layer %s in %.0fs (%.0f MB)", layer.key, time.monotonic() - started, path.stat().st_size / 1e6)
+    return ocitar.LayerFile(path, digest), True
+
+
+def build(image: Image) -> BuildReport:
+    started = time.monotonic()
+    built = []
+    size = 0
+    for index, layer in enumerate(image.layers, 1):
+        log.info("image %s: layer %d/%d %s", image.name, index, len(image.layers), layer.name)
+        layer_file_, fresh = ensure_layer(layer)
+        size += layer_file_.path.stat().st_size
+        if fresh:
+            built.append(layer.key)
+    return BuildReport(image.ref, time.monotonic() - started, size, built)
+
+
+def layer_files(image: Image) -> list[ocitar.LayerFile]:
+    files = []
+    for layer in image.layers:
+        path = layer_file(layer)
+        files.append(ocitar.LayerFile(path, path.with_suffix(".sha256").read_text().strip()))
+    return files
+
+
+def import_image(image: Image, ctr: Path, address: Path) -> float:
+    """Stream the image into containerd's k8s.io namespace; seconds taken (0 when already there)."""
+    base = [str(ctr), "--address", str(address), "--namespace", "k8s.io"]
+    listed = subprocess.run([*base, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+    if image.ref in listed.split():
+        return 0.0
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [*base, "images", "import", "--no-unpack=false", "--local", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        ocitar.write_archive(process.stdin, image.ref, image.config, layer_files(image))
+    finally:
+        process.stdin.close()
+    output = process.stdout.read().decode(errors="replace")
+    if process.wait() != 0:
+        raise RuntimeError(f"ctr images import {image.ref} failed: {output.strip()}")
+    return time.monotonic() - started
+
+
+def build_all(names: tuple[str, ...]) -> list[BuildReport]:
+    return [build(IMAGES[name]()) for name in names]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _tar_tree(root: Path, out: Path, owned_by: dict[str, int] | None = None) -> None:
+    """Tar ``root``'s contents as an image layer: paths relative to /, owned by root unless listed."""
+    owners = owned_by or {}
+
+    def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        _root_owned(info)
+        for prefix, uid in owners.items():
+            if info.name == prefix or info.name.startswith(prefix + "/"):
+                info.uid = info.gid = uid
+                info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in sorted(root.iterdir()):
+            archive.add(entry, entry.name, filter=owner)
+
+
+def _run_logged(command: list[str], what: str) -> None:
+    started = time.monotonic()
+    env = dict(os.environ)
+    env.setdefault("PIP_PROGRESS_BAR", "off")
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    log.info("%s done in %.0fs", what, time.monotonic() - started)
