@@ -1,12 +1,18 @@
 """Fill a pod's model cache from the model source: the init container's entry point.
 
-Sources: ``https://`` / ``http://`` base URL, a local path (or mounted volume), or the Hugging
-Face Hub as ``hf://<repo>`` with a pinned revision. Every file is checked against its sha256
-before it is used: the sums come from the source's ``ttsfleet-weights.json`` for our generated
-weights, else from ChatTTS's own pinned ``sha256_map`` (official weights). Files download to a
-``.part`` name (resumed with an HTTP Range request after an interruption), are verified, then
-renamed into place; a lock file keeps two fetchers off one cache; a marker records the revision
-so a warm cache is skipped.
+Sources: an ``https://`` base URL (``http://`` only when the spec allows it), a local path (or
+mounted volume), or the Hugging Face Hub as ``hf://<repo>`` at a full commit hash; the rules are
+:mod:`ttsfleet.modelsource`, the same the API server enforces at admission. Redirects never go
+from https to http, and the token (from the Secret, through the environment) is sent as an
+``Authorization`` header to the source's own origin only; it never reaches a log line, an
+argument or the cache.
+
+Every file is checked against its sha256 before it is used: the sums come from the source's
+``ttsfleet-weights.json`` (which may carry checksums and weight settings, nothing else), else from
+ChatTTS's own pinned ``sha256_map`` (official weights). Files download to a ``.part`` name
+(resumed with an HTTP Range request after an interruption), are verified, then renamed into
+place; a lock file keeps two fetchers off one cache; a marker records the source, revision and
+manifest pin, so a warm cache is skipped only when all three match.
 """
 
 from __future__ import annotations
@@ -18,19 +24,29 @@ import http.client
 import json
 import logging
 import os
+import re
 import shutil
+import ssl
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
-from ttsfleet import contract, logs
-from ttsfleet.worker.manifest import ASSET_FILES, MANIFEST_FILE, WeightsManifest, sha256_file, sha256_key
+from ttsfleet import contract, logs, modelsource
+from ttsfleet.worker.manifest import (
+    ASSET_FILES,
+    MANIFEST_FILE,
+    ManifestError,
+    WeightsManifest,
+    sha256_file,
+    sha256_key,
+)
 
 log = logging.getLogger("ttsfleet.worker.fetch")
 
@@ -122,35 +138,114 @@ class Source:
         raise NotImplementedError
 
 
+def redact(url: str) -> str:
+    """scheme://host[:port]/path of a URL: what may be logged (no userinfo, query or fragment)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
+
+
+class _SafeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, except from https to http (or to http at all unless allowed).
+
+    The token travels as an unredirected header, so urllib drops it on every redirect; it is put
+    back only when the redirect stays on the same origin (as requests does), so a CDN or another
+    host the source sends us to never sees it.
+    """
+
+    def __init__(self, token: str | None, allow_insecure_http: bool) -> None:
+        super().__init__()
+        self.token = token
+        self.allow_insecure_http = allow_insecure_http
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        refusal = None
+        if new.scheme not in ("https", "http"):
+            refusal = f"to a {new.scheme or 'relative'}: URL"
+        elif old.scheme == "https" and new.scheme == "http":
+            refusal = "from https to plain http (a downgrade exposes the token and the weights)"
+        elif new.scheme == "http" and not self.allow_insecure_http:
+            refusal = "to plain http, which the spec does not allow (allowInsecureHTTP)"
+        if refusal is not None:
+            fp.close()
+            raise FetchError(
+                f"{redact(req.full_url)} redirected ({code}) to {redact(newurl)}: refusing a redirect {refusal}"
+            )
+        request = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if request is not None and self.token and _origin(req.full_url) == _origin(newurl):
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
+        return request
+
+
+def _http_failure(url: str, error: urllib.error.HTTPError) -> FetchError:
+    hint = ""
+    if error.code in (401, 403):
+        hint = " (check the token in the Secret named by spec.model.secretRef, key spec.model.secretKey)"
+    return FetchError(f"GET {redact(url)}: HTTP {error.code}{hint}")
+
+
 class HttpSource(Source):
-    def __init__(self, base_url: str, revision: str, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        revision: str,
+        timeout: float = 60.0,
+        *,
+        token: str | None = None,
+        allow_insecure_http: bool = False,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        if base_url.startswith("http://") and not allow_insecure_http:
+            raise FetchError(f"{redact(base_url)}: plain http:// is refused unless allowed (--allow-insecure-http)")
         self.base_url = base_url.rstrip("/")
         self.revision = revision
         self.timeout = timeout
+        self.token = token
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context), _SafeRedirects(token, allow_insecure_http)
+        )
 
     def describe(self) -> str:
-        return self.base_url
+        return redact(self.base_url)
+
+    def _request(self, relative: str) -> urllib.request.Request:
+        request = urllib.request.Request(f"{self.base_url}/{relative}")
+        if self.token:
+            # Unredirected: _SafeRedirects decides whether a redirect target may see it.
+            request.add_unredirected_header("Authorization", f"Bearer {self.token}")
+        return request
 
     def read_optional(self, relative: str) -> bytes | None:
+        request = self._request(relative)
         try:
-            with urllib.request.urlopen(f"{self.base_url}/{relative}", timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return bytes(response.read())
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 return None
-            raise
+            raise _http_failure(request.full_url, error) from None
 
     def download(self, relative: str, part: Path) -> int:
         offset = part.stat().st_size if part.exists() else 0
-        request = urllib.request.Request(f"{self.base_url}/{relative}")
+        request = self._request(relative)
         if offset:
             request.add_header("Range", f"bytes={offset}-")
         try:
-            response = urllib.request.urlopen(request, timeout=self.timeout)
+            response = self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as error:
             if error.code == 416 and offset:  # the part is already complete
                 return 0
-            raise FetchError(f"GET {self.base_url}/{relative}: HTTP {error.code}") from error
+            raise _http_failure(request.full_url, error) from None
         with response:
             resumed = offset and response.status == 206
             if offset and not resumed:
@@ -198,13 +293,14 @@ class LocalSource(Source):
 
 
 class HubSource(Source):
-    """Hugging Face Hub at a pinned revision (a commit hash, never a moving branch)."""
+    """Hugging Face Hub at a pinned revision (a full commit hash, never a moving branch)."""
 
-    def __init__(self, repo_id: str, revision: str) -> None:
-        if len(revision) != 40 or any(c not in "0123456789abcdef" for c in revision):
-            raise FetchError(f"hf://{repo_id}: pin a 40-hex commit revision, not {revision!r}")
+    def __init__(self, repo_id: str, revision: str, *, token: str | None = None) -> None:
+        if re.search(modelsource.HF_COMMIT, revision) is None:
+            raise FetchError(f"hf://{repo_id}: pin a full 40-hex commit revision, not {revision!r}")
         self.repo_id = repo_id
         self.revision = revision
+        self.token = token
 
     def describe(self) -> str:
         return f"hf://{self.repo_id}@{self.revision}"
@@ -213,7 +309,8 @@ class HubSource(Source):
         from huggingface_hub import hf_hub_download
 
         # The hub client resumes and verifies its own transfers; we still check our sums after.
-        return Path(hf_hub_download(self.repo_id, relative, revision=self.revision))
+        path = hf_hub_download(self.repo_id, relative, revision=self.revision, token=self.token)
+        return Path(str(path))
 
     def read_optional(self, relative: str) -> bytes | None:
         from huggingface_hub.errors import EntryNotFoundError
@@ -228,12 +325,24 @@ class HubSource(Source):
         return part.stat().st_size
 
 
-def make_source(uri: str, revision: str) -> Source:
+def make_source(
+    uri: str,
+    revision: str,
+    *,
+    token: str | None = None,
+    allow_insecure_http: bool = False,
+    context: ssl.SSLContext | None = None,
+) -> Source:
+    """The source ``uri`` names, after the same checks the API server applies to spec.model."""
+    broken = modelsource.problem(uri, revision, allow_insecure_http)
+    if broken is not None:
+        field, message = broken
+        shown = redact(uri) if re.search(modelsource.HTTP_SOURCE, uri) else uri
+        raise FetchError(f"model {field} ({shown if field == 'source' else revision!r}): {message}")
     if uri.startswith(("https://", "http://")):
-        return HttpSource(uri, revision)
-    if uri.startswith("hf://"):
-        repo, _, pinned = uri.removeprefix("hf://").partition("@")
-        return HubSource(repo, pinned or revision)
+        return HttpSource(uri, revision, token=token, allow_insecure_http=allow_insecure_http, context=context)
+    if uri.startswith(modelsource.HF_SCHEME):
+        return HubSource(uri.removeprefix(modelsource.HF_SCHEME), revision, token=token)
     return LocalSource(Path(uri.removeprefix("file://")), revision)
 
 
@@ -252,14 +361,20 @@ def cache_lock(cache: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _cached_revision(cache: Path) -> str | None:
+def _cache_key(source: Source, manifest_sha256: str | None) -> dict[str, str | None]:
+    """What the cache must have been filled from to count as warm: a new source or a new pin
+    under the same revision label may be other bytes, so each of the three refetches."""
+    return {"source": source.describe(), "revision": source.revision, "sha256": manifest_sha256}
+
+
+def _cached_key(cache: Path) -> dict[str, str | None] | None:
     marker = cache / MARKER_FILE
     if not marker.is_file():
         return None
     recorded = json.loads(marker.read_text())
     if not all((cache / relative).is_file() for relative in recorded.get("files", [])):
         return None
-    return str(recorded.get("revision"))
+    return {key: recorded.get(key) for key in ("source", "revision", "sha256")}
 
 
 def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> FetchResult:
@@ -269,10 +384,15 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
     manifest, and through its per-file sums every file: a source that serves other weights under
     the same revision is refused before a byte of it reaches the cache.
     """
+    wanted = _cache_key(source, manifest_sha256)
     with cache_lock(cache):
-        if _cached_revision(cache) == source.revision:
+        cached = _cached_key(cache)
+        if cached == wanted:
             log.info("cache already holds this revision", extra={"revision": source.revision})
             return FetchResult(source.describe(), source.revision, skipped=True, bytes_downloaded=0)
+        if cached is not None:
+            changed = sorted(key for key in wanted if wanted[key] != cached[key])
+            log.info("cache was filled from another source or pin; refetching", extra={"changed": changed})
         manifest_bytes = source.read_optional(MANIFEST_FILE)
         if manifest_sha256 is not None:
             if manifest_bytes is None:
@@ -282,8 +402,12 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
                 raise ChecksumMismatch(
                     f"{MANIFEST_FILE}: sha256 {actual_manifest} from {source.describe()}, expected {manifest_sha256}"
                 )
+        try:
+            manifest = WeightsManifest.parse(manifest_bytes) if manifest_bytes is not None else None
+        except ManifestError as error:
+            raise FetchError(f"{source.describe()}: {error}") from None
         # Our generated weights carry their sums; official ones are checked against ChatTTS's pins.
-        sums = dict(json.loads(manifest_bytes)["sha256_map"]) if manifest_bytes else pinned_sha256_map()
+        sums = dict(manifest.sha256_map) if manifest is not None else pinned_sha256_map()
         (cache / MARKER_FILE).unlink(missing_ok=True)  # the cache is in flux until the end
         partial = cache / PARTIAL_DIR
         total = 0
@@ -303,8 +427,7 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
                 raise ChecksumMismatch(f"{relative}: sha256 {actual} from {source.describe()}, expected {expected}")
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, final)
-        if manifest_bytes is not None:
-            manifest = WeightsManifest(**json.loads(manifest_bytes))
+        if manifest is not None and manifest_bytes is not None:
             tmp = cache / f".{MANIFEST_FILE}.tmp"
             tmp.write_bytes(manifest_bytes)
             os.replace(tmp, cache / MANIFEST_FILE)
@@ -315,7 +438,7 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
         shutil.rmtree(partial, ignore_errors=True)
         result = FetchResult(source.describe(), source.revision, skipped=False, bytes_downloaded=total)
         marker_tmp = cache / f"{MARKER_FILE}.tmp"
-        marker_tmp.write_text(json.dumps({**asdict(result), "files": list(ASSET_FILES)}, indent=2))
+        marker_tmp.write_text(json.dumps({**asdict(result), **wanted, "files": list(ASSET_FILES)}, indent=2))
         os.replace(marker_tmp, cache / MARKER_FILE)
         log.info("cache filled", extra={"revision": source.revision, "bytes": total})
         return result
@@ -323,7 +446,7 @@ def fetch(source: Source, cache: Path, manifest_sha256: str | None = None) -> Fe
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ttsfleet-fetch", description="Fill the model cache.")
-    parser.add_argument("--source", required=True, help="https://..., hf://<repo>@<rev> or a path")
+    parser.add_argument("--source", required=True, help="https://..., hf://<namespace>/<name> or a path")
     parser.add_argument("--revision", required=True, help="the revision the cache must hold")
     parser.add_argument(
         "--cache",
@@ -335,10 +458,18 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get(contract.ENV_MODEL_SHA256) or None,
         help=f"expected sha256 of the source's {MANIFEST_FILE} (default: ${contract.ENV_MODEL_SHA256})",
     )
+    parser.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="accept a plain http:// source (spec.model.allowInsecureHTTP); https never redirects to http",
+    )
     args = parser.parse_args(argv)
     logs.configure_json()
+    # Only ever from the environment (a secretKeyRef): an argument would show in the pod spec and ps.
+    token = os.environ.get(modelsource.ENV_MODEL_TOKEN) or None
     try:
-        fetch(make_source(args.source, args.revision), args.cache, manifest_sha256=args.sha256)
+        source = make_source(args.source, args.revision, token=token, allow_insecure_http=args.allow_insecure_http)
+        fetch(source, args.cache, manifest_sha256=args.sha256)
     except (FetchError, OSError) as error:
         log.error("fetch failed", extra={"error": str(error)})
         return 1

@@ -12,6 +12,8 @@ import yaml
 
 T = TypeVar("T")
 IMAGE = "ttsfleet/worker:0.1.0"
+# hf:// sources must pin a full commit (the API server refuses a branch such as main).
+PINNED_REVISION = "1a3c2f6e9b8d4c7f0e5a2b1d3c6f9e8a7b4d2c1f"
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
@@ -49,7 +51,7 @@ def apply(cluster: Any, namespace: str, *docs: dict[str, Any]) -> None:
 def fleet(name: str, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "image": IMAGE,
-        "model": {"source": "hf://2Noise/ChatTTS"},
+        "model": {"source": "hf://2Noise/ChatTTS", "revision": PINNED_REVISION},
         "resources": {"cpu": "1", "memory": "1Gi"},
     }
     body.update(copy.deepcopy(spec))
