@@ -1,6 +1,10 @@
 """ChatTTS in-process (plain ``Chat.infer``) vs through Triton, side by side, same weights.
 
-Reports p50/p99 latency, time to first audio and throughput at concurrency 1, 4 and 8.
+Reports p50/p99 latency, time to first audio (p50/p99) and throughput at concurrency 1, 4, 8 and 16,
+closed-loop (each client sends its next request when the last one ended) and open-loop (``--open-loop``:
+Poisson arrivals at the rate the closed loop reached, each request on a fresh client, so a slow
+server faces a growing queue as production would). ``--text long`` speaks three sentences per
+request, so requests beyond ``--max-batch`` compete with later sentences of older ones.
 In-process runs one request per ``infer`` call, sequentially (``Chat`` is not thread-safe): that
 is the baseline batching has to beat. Through Triton every concurrent client holds its own gRPC
 stream; Triton's dynamic batcher hands requests to the worker's scheduler, which merges every open
@@ -10,6 +14,7 @@ Triton's queue. "Added by serving" is client time minus the model's own time for
 requests (gRPC, Triton's queue, backend IPC).
 
     .venv/bin/python bench/worker_bench.py --preset tiny --requests 48 [--queue-delay-us 500]
+    .venv/bin/python bench/worker_bench.py --text long --max-batch 8 --open-loop --json out.json
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import tempfile
 import threading
@@ -25,7 +31,11 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TEXT = "The quick brown fox jumps over the lazy dog."
+TEXTS = {
+    "short": "The quick brown fox jumps over the lazy dog.",
+    "long": "The quick brown fox jumps over the lazy dog. It was not amused. Then it ran away, fast.",
+}
+TEXT = TEXTS["short"]
 
 
 def triton_stats(http_url: str) -> dict[str, int]:
@@ -61,11 +71,12 @@ def worker_counters(metrics_url: str) -> dict[str, float]:
 @dataclass
 class Figures:
     mode: str
-    concurrency: int
+    concurrency: float  # clients (closed loop) or arrivals per second (open loop)
     requests: int
     p50_ms: float
     p99_ms: float
     ttfa_p50_ms: float
+    ttfa_p99_ms: float
     throughput_rps: float
     audio_seconds_per_second: float
     # Through Triton only: mean batch Triton formed, mean sentences per ChatTTS call, and
@@ -83,7 +94,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _figures(mode: str, concurrency: int, latencies: list[float], ttfas: list[float],
+def _figures(mode: str, concurrency: float, latencies: list[float], ttfas: list[float],
              wall: float, audio_seconds: float) -> Figures:  # fmt: skip
     return Figures(
         mean_ms=round(statistics.fmean(latencies) * 1000, 1),
@@ -93,32 +104,36 @@ def _figures(mode: str, concurrency: int, latencies: list[float], ttfas: list[fl
         p50_ms=round(statistics.median(latencies) * 1000, 1),
         p99_ms=round(_percentile(latencies, 0.99) * 1000, 1),
         ttfa_p50_ms=round(statistics.median(ttfas) * 1000, 1),
+        ttfa_p99_ms=round(_percentile(ttfas, 0.99) * 1000, 1),
         throughput_rps=round(len(latencies) / wall, 2),
         audio_seconds_per_second=round(audio_seconds / wall, 2),
     )
 
 
-def bench_in_process(weights: Path, requests: int) -> Figures:
+def bench_in_process(weights: Path, requests: int, text: str = TEXT) -> Figures:
+    import numpy as np
     import torch
 
     from ttsfleet.contract import SAMPLE_RATE_HZ, ServingConfig
     from ttsfleet.worker.engine import Engine
+    from ttsfleet.worker.text import split_sentences
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     engine = Engine.load(weights, ServingConfig())
-    engine.synthesize([TEXT], "default")  # warm caches like the server's warmup does
+    sentences = split_sentences(text)  # what the worker hands ChatTTS for this text
+    engine.synthesize(sentences, "default")  # warm caches like the server's warmup does
     latencies, audio = [], 0.0
     started = time.monotonic()
     for _ in range(requests):
         t0 = time.monotonic()
-        clip = engine.synthesize([TEXT], "default")[0]
+        clip = np.concatenate(engine.synthesize(sentences, "default"))
         latencies.append(time.monotonic() - t0)
         audio += clip.size / SAMPLE_RATE_HZ
     # Not streaming: the first audio is the whole clip.
     return _figures("in-process", 1, latencies, latencies, time.monotonic() - started, audio)
 
 
-def bench_triton(grpc_url: str, concurrency: int, requests: int) -> Figures:
+def bench_triton(grpc_url: str, concurrency: int, requests: int, text: str = TEXT) -> Figures:
     from ttsfleet.contract import SAMPLE_RATE_HZ
     from ttsfleet.worker.client import TtsClient
 
@@ -135,7 +150,7 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int) -> Figures:
             barrier.wait()
             for _ in range(per_client):
                 t0 = time.monotonic()
-                chunks = list(client.stream(TEXT))
+                chunks = list(client.stream(text))
                 with lock:
                     latencies.append(time.monotonic() - t0)
                     ttfas.append(chunks[0].received_after)
@@ -151,13 +166,56 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int) -> Figures:
     return _figures("triton", concurrency, latencies, ttfas, time.monotonic() - started, audio[0])
 
 
+def bench_open_loop(grpc_url: str, rate_rps: float, requests: int, text: str, seed: int = 1) -> Figures:
+    """Poisson arrivals at ``rate_rps``, each request on its own client (own gRPC stream)."""
+    from ttsfleet.contract import SAMPLE_RATE_HZ
+    from ttsfleet.worker.client import TtsClient
+
+    latencies: list[float] = []
+    ttfas: list[float] = []
+    audio = [0.0]
+    lock = threading.Lock()
+    arrivals = random.Random(seed)
+
+    def one() -> None:
+        with TtsClient(grpc_url) as client:
+            t0 = time.monotonic()
+            chunks = list(client.stream(text))
+        with lock:
+            latencies.append(time.monotonic() - t0)
+            ttfas.append(chunks[0].received_after)
+            audio[0] += sum(len(chunk.audio) // 2 for chunk in chunks) / SAMPLE_RATE_HZ
+
+    threads = []
+    started = time.monotonic()
+    due = started
+    for _ in range(requests):
+        due += arrivals.expovariate(rate_rps)
+        time.sleep(max(0.0, due - time.monotonic()))
+        thread = threading.Thread(target=one)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return _figures("open-loop", round(rate_rps, 2), latencies, ttfas, time.monotonic() - started, audio[0])
+
+
 def main() -> None:
     from ttsfleet.contract import ServingConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny", choices=["tiny", "full"])
     parser.add_argument("--requests", type=int, default=24, help="requests per concurrency level")
-    parser.add_argument("--concurrency", default="1,4,8")
+    parser.add_argument("--concurrency", default="1,4,8,16")
+    parser.add_argument("--text", default="short", choices=sorted(TEXTS), help="what each request speaks")
+    parser.add_argument(
+        "--max-batch", type=int, default=0, help="max_batch_size (default: the highest concurrency level)"
+    )
+    parser.add_argument(
+        "--open-loop",
+        action="store_true",
+        help="also run open-loop Poisson arrivals at 0.9x the throughput each closed-loop level reached",
+    )
     parser.add_argument("--gpu", action="store_true", help="serve on the GPU (KIND_GPU)")
     parser.add_argument(
         "--queue-delay-us",
@@ -178,8 +236,13 @@ def main() -> None:
 
     weights = ensure_weights(args.preset)
     levels = [int(level) for level in args.concurrency.split(",")]
-    results = [bench_in_process(weights, args.requests)]
-    serving = ServingConfig(max_batch_size=max(levels), max_queue_delay_microseconds=args.queue_delay_us, gpu=args.gpu)
+    text = TEXTS[args.text]
+    results = [bench_in_process(weights, args.requests, text)]
+    serving = ServingConfig(
+        max_batch_size=args.max_batch or max(levels),
+        max_queue_delay_microseconds=args.queue_delay_us,
+        gpu=args.gpu,
+    )
     with tempfile.TemporaryDirectory() as workdir:
         threads = {"OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]}
         options = ServerOptions(model_cache=weights, workdir=Path(workdir), serving=serving, env=threads)
@@ -190,7 +253,7 @@ def main() -> None:
             for level in levels:
                 before = triton_stats(server.http_url)
                 worker_before = worker_counters(server.metrics_url)
-                figure = bench_triton(server.grpc_url, level, args.requests)
+                figure = bench_triton(server.grpc_url, level, args.requests, text)
                 after = triton_stats(server.http_url)
                 worker = {k: v - worker_before[k] for k, v in worker_counters(server.metrics_url).items()}
                 delta = {key: after[key] - before[key] for key in after}
@@ -201,6 +264,9 @@ def main() -> None:
                 calls = max(1.0, worker["tts_batch_size_count"])
                 figure.engine_batch = round(worker["tts_batch_size_sum"] / calls, 2)
                 results.append(figure)
+                if args.open_loop:
+                    rate = 0.9 * figure.throughput_rps
+                    results.append(bench_open_loop(server.grpc_url, rate, args.requests, text))
 
     baseline = results[0]
     columns = (
@@ -210,24 +276,25 @@ def main() -> None:
         "p50 ms",
         "p99 ms",
         "TTFA p50",
+        "TTFA p99",
         "req/s",
         "x base",
         "batch",
         "chattts",
         "queue ms",
     )
-    widths = (-11, 5, 6, 10, 10, 10, 8, 8, 7, 9, 10)
+    widths = (-11, 6, 6, 10, 10, 10, 10, 8, 8, 7, 9, 10)
     header = "".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
     print(
-        f"weights={args.preset} text={TEXT!r} torch threads={os.environ['OMP_NUM_THREADS']} "
-        f"max_queue_delay={args.queue_delay_us} us"
+        f"weights={args.preset} text={text!r} max_batch={serving.max_batch_size} "
+        f"torch threads={os.environ['OMP_NUM_THREADS']} max_queue_delay={args.queue_delay_us} us"
     )
     print(header)
     for figure in results:
         speedup = figure.throughput_rps / baseline.throughput_rps
         print(
-            f"{figure.mode:<11}{figure.concurrency:>5}{figure.requests:>6}{figure.p50_ms:>10}"
-            f"{figure.p99_ms:>10}{figure.ttfa_p50_ms:>10}{figure.throughput_rps:>8}{speedup:>8.2f}"
+            f"{figure.mode:<11}{figure.concurrency:>6}{figure.requests:>6}{figure.p50_ms:>10}"
+            f"{figure.p99_ms:>10}{figure.ttfa_p50_ms:>10}{figure.ttfa_p99_ms:>10}{figure.throughput_rps:>8}{speedup:>8.2f}"
             f"{figure.mean_batch or '-':>7}{figure.engine_batch or '-':>9}{figure.queue_ms or '-':>10}"
         )
     single = next(figure for figure in results if figure.mode == "triton" and figure.concurrency == 1)

@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ttsfleet.contract import (
     METRIC_ACTIVE_STREAMS,
     METRIC_AUDIO_SECONDS,
     METRIC_BATCH_SIZE,
+    METRIC_ENGINE_HEALTHY,
     METRIC_GPU_MEMORY_USED,
     METRIC_GPU_UTILIZATION,
     METRIC_QUEUE_LENGTH,
@@ -88,12 +90,17 @@ class TtsMetrics:
                 (METRIC_BATCH_SIZE, "Sentences per ChatTTS inference call", family.HISTOGRAM),
                 (METRIC_GPU_MEMORY_USED, "GPU memory in use (NVML)", family.GAUGE),
                 (METRIC_GPU_UTILIZATION, "GPU utilisation 0..1 (NVML)", family.GAUGE),
+                (METRIC_ENGINE_HEALTHY, "1 while ChatTTS answers; 0 when calls keep failing or hang", family.GAUGE),
             )
         }
         self._per_voice: dict[tuple[str, str], Any] = {}
         self._queue = self._families[METRIC_QUEUE_LENGTH].Metric(labels=labels)
         self._active = self._families[METRIC_ACTIVE_STREAMS].Metric(labels=labels)
         self._batch = self._families[METRIC_BATCH_SIZE].Metric(labels=labels, buckets=BATCH_BUCKETS)
+        self._healthy = self._families[METRIC_ENGINE_HEALTHY].Metric(labels=labels)
+        self._healthy.set(1)
+        self._health_problem: Callable[[], str | None] | None = None
+        self._last_problem: str | None = None
         self._gpu = GpuSampler()
         self._gpu_metrics = (
             (
@@ -160,9 +167,26 @@ class TtsMetrics:
         with self._lock:
             self._queue.set(pending + self._open)
 
+    def watch_health(self, problem: Callable[[], str | None]) -> None:
+        """Export ``problem()`` (None: healthy, else why not) as tts_engine_healthy each poll."""
+        self._health_problem = problem
+
+    def _refresh_health(self) -> None:
+        if self._health_problem is None:
+            return
+        problem = self._health_problem()
+        if problem != self._last_problem:
+            if problem is None:
+                log.info("speech engine healthy again")
+            else:
+                log.error("speech engine unhealthy", extra={"problem": problem})
+            self._last_problem = problem
+        self._healthy.set(0 if problem else 1)
+
     def _poll(self, seconds: float) -> None:
         while not self._stop.wait(seconds):
             self._refresh_queue()
+            self._refresh_health()
             sample = self._gpu.sample() if self._gpu_metrics else None
             if sample is not None and self._gpu_metrics is not None:
                 memory, utilization = self._gpu_metrics

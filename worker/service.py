@@ -1,8 +1,13 @@
 """Serving requests: validate each one, schedule ChatTTS calls, stream chunks in order.
 
-Triton-agnostic (the model file adapts Triton's request/response objects to ``Job``), so the
-rules "bad input gets an in-band error" and "an engine failure fails only the requests in that
-call" are unit-testable without a server.
+Triton-agnostic (the model file adapts Triton's request/response objects to ``Stream``), so the
+serving rules are unit-testable without a server:
+
+* every request ends exactly once: its last chunk carries FINAL, or it gets one in-band error
+  (which also ends the Triton request), or, when its client went away, a bare end flag;
+* bad input, a full worker (backpressure) and a failed engine call are in-band errors for the
+  requests concerned only; a failed ``send`` ends only the request it was for;
+* the scheduler thread sleeps when there is nothing to synthesize.
 """
 
 from __future__ import annotations
@@ -12,17 +17,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
-from ttsfleet.contract import AUDIO_FORMATS, ServingConfig
+from ttsfleet.contract import AUDIO_FORMATS, OVERLOADED_PREFIX, UNAVAILABLE_PREFIX, ServingConfig
 from ttsfleet.worker.audio import DEFAULT_FORMAT, duration_seconds, encode
 from ttsfleet.worker.planner import Progress, next_step
 from ttsfleet.worker.text import InputError, decode_text, split_sentences, validate_text
 from ttsfleet.worker.voices import resolve_voice
 
 log = logging.getLogger("ttsfleet.worker.service")
+
+SHUTTING_DOWN = f"{UNAVAILABLE_PREFIX}: the worker is shutting down; retry on another replica"
+
+# What an in-band error is, so the model can give it Triton's matching code: the caller's input
+# (INVALID_ARG: HTTP 400), this replica cannot take it now (UNAVAILABLE: retry elsewhere), or a
+# failure inside the worker (INTERNAL).
+ErrorKind = Literal["invalid", "unavailable", "internal"]
+INVALID: ErrorKind = "invalid"
+UNAVAILABLE: ErrorKind = "unavailable"
+INTERNAL: ErrorKind = "internal"
 
 
 class Synthesizer(Protocol):
@@ -34,7 +49,15 @@ class Stream(Protocol):
 
     def send_chunk(self, audio: bytes, index: int, final: bool) -> None: ...
 
-    def send_error(self, message: str) -> None: ...
+    def send_error(self, message: str, kind: ErrorKind = INTERNAL) -> None: ...
+
+    def is_cancelled(self) -> bool:
+        """True once the client has gone away (Triton's request cancellation)."""
+        ...
+
+    def send_cancelled(self) -> None:
+        """End a cancelled request (Triton still needs its final flag)."""
+        ...
 
 
 class Observer(Protocol):
@@ -111,6 +134,44 @@ def parse(raw: RawRequest, config: ServingConfig) -> Job:
     return Job(raw.stream, voice.id, audio_format, sentences, raw.received)
 
 
+def overloaded_message(limit: int) -> str:
+    return f"{OVERLOADED_PREFIX}: this replica already holds {limit} open requests; retry on another replica"
+
+
+def unhealthy_message(problem: str) -> str:
+    return f"{UNAVAILABLE_PREFIX}: the speech engine is unhealthy ({problem}); retry on another replica"
+
+
+@dataclass
+class EngineHealth:
+    """Whether ChatTTS still answers: too many failed calls in a row, or one call running past the
+    bound, turn it unhealthy (the model then reports not-ready); the next good call heals it."""
+
+    max_consecutive_failures: int
+    call_timeout_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    failures: int = 0
+    call_started: float | None = None
+
+    def started(self) -> None:
+        self.call_started = self.clock()
+
+    def ended(self, ok: bool) -> None:
+        self.call_started = None
+        self.failures = 0 if ok else self.failures + 1
+
+    def problem(self) -> str | None:
+        """Why the engine is unhealthy now; None while it is healthy."""
+        if self.max_consecutive_failures and self.failures >= self.max_consecutive_failures:
+            return f"{self.failures} ChatTTS calls in a row failed"
+        started = self.call_started
+        if started is not None and self.call_timeout_seconds:
+            running = self.clock() - started
+            if running > self.call_timeout_seconds:
+                return f"a ChatTTS call has been running for {running:.0f}s (bound {self.call_timeout_seconds:.0f}s)"
+        return None
+
+
 class Scheduler:
     """Continuous batching over all open requests, one ChatTTS call per step.
 
@@ -132,75 +193,154 @@ class Scheduler:
         self.config = config
         self.observer = observer or NullObserver()
         self.clock = clock
+        self.limit = config.open_request_limit()
+        self.health = EngineHealth(
+            config.engine_max_consecutive_failures, float(config.engine_call_timeout_seconds), clock
+        )
         self._jobs: list[Job] = []
+        # Guards _jobs, each job's ``done`` and _stopping; never held while sending or synthesizing.
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
+    # -- intake ---------------------------------------------------------------------------------
+
     def submit(self, requests: list[RawRequest]) -> None:
-        """Accept a Triton batch: bad requests are answered now, the rest queue for synthesis."""
-        accepted = []
+        """Accept a Triton batch: bad requests and those over the bound are answered now, the
+        rest queue for synthesis."""
+        refused: list[tuple[RawRequest, str, ErrorKind]] = []
         for raw in requests:
             self.observer.request_started()
             try:
-                accepted.append(parse(raw, self.config))
+                job = parse(raw, self.config)
             except InputError as error:
-                raw.stream.send_error(str(error))
-                self.observer.request_finished("", self.clock() - raw.received, 0.0, ok=False)
-        with self._wake:
-            self._jobs.extend(accepted)
-            self._wake.notify()
+                refused.append((raw, str(error), INVALID))
+                continue
+            problem = self.health.problem()
+            with self._wake:
+                if self._stopping:
+                    refused.append((raw, SHUTTING_DOWN, UNAVAILABLE))
+                elif problem is not None:
+                    refused.append((raw, unhealthy_message(problem), UNAVAILABLE))
+                elif len(self._jobs) >= self.limit:
+                    refused.append((raw, overloaded_message(self.limit), UNAVAILABLE))
+                else:
+                    self._jobs.append(job)
+                    self._wake.notify()
+        for raw, message, kind in refused:
+            _quietly(raw.stream.send_error, message, kind)
+            self.observer.request_finished("", self.clock() - raw.received, 0.0, ok=False)
         self.observer.pending_sentences(self.open_requests())
 
     def open_requests(self) -> int:
         with self._wake:
             return len(self._jobs)
 
+    # -- one step -------------------------------------------------------------------------------
+
     def step(self) -> bool:
         """Run one ChatTTS call over the open requests; False when there was nothing to do."""
+        try:
+            return self._step()
+        finally:
+            self._reap()
+
+    def _step(self) -> bool:
+        self._drop_cancelled()
         with self._wake:
-            jobs = list(self._jobs)
+            jobs = [job for job in self._jobs if not job.done]
         step = next_step([job.progress for job in jobs], self.config.max_batch_size)
         if step is None:
             return False
         texts = [jobs[item.job].sentences[item.sentence] for item in step.items]
         self.observer.batch_ran(len(texts))
+        self.health.started()
         try:
             clips = self.engine.synthesize(texts, step.voice)
+            if len(clips) != len(texts):
+                raise RuntimeError(f"the engine returned {len(clips)} clips for {len(texts)} texts")
         except Exception as error:  # one failed call fails its requests, not the instance
+            self.health.ended(ok=False)
             log.exception("synthesis failed", extra={"voice": step.voice, "texts": len(texts)})
             for item in step.items:
-                self._finish(jobs[item.job], ok=False, error=f"synthesis failed: {error}")
-        else:
-            for item, clip in zip(step.items, clips, strict=True):
-                job = jobs[item.job]
-                final = item.sentence == len(job.sentences) - 1
-                job.stream.send_chunk(encode(clip, job.audio_format), job.sent, final)
-                if job.sent == 0:
-                    self.observer.first_audio(job.voice, self.clock() - job.received)
-                job.sent += 1
-                job.audio_seconds += duration_seconds(clip.size)
-                if final:
-                    self._finish(job, ok=True)
-        with self._wake:
-            self._jobs = [job for job in self._jobs if not job.done]
-        self.observer.pending_sentences(self.open_requests())
+                self._fail(jobs[item.job], f"synthesis failed: {error}")
+            return True
+        self.health.ended(ok=True)
+        for item, clip in zip(step.items, clips, strict=True):
+            self._deliver(jobs[item.job], clip)
         return True
 
-    def _finish(self, job: Job, ok: bool, error: str | None = None) -> None:
-        if job.done:
+    def _deliver(self, job: Job, clip: np.ndarray) -> None:
+        if job.done:  # cancelled or failed while the call ran
             return
-        job.done = True
-        if error is not None:
-            job.stream.send_error(error)
+        final = job.sent == len(job.sentences) - 1
+        try:
+            job.stream.send_chunk(encode(clip, job.audio_format), job.sent, final)
+        except Exception as error:  # a broken stream ends its own request only
+            log.warning("sending a chunk failed", extra={"chunk": job.sent, "error": str(error)})
+            self._fail(job, f"sending audio failed: {error}")
+            return
+        if job.sent == 0:
+            self.observer.first_audio(job.voice, self.clock() - job.received)
+        job.sent += 1
+        job.audio_seconds += duration_seconds(clip.size)
+        if final:
+            self._end(job, ok=True)
+
+    def _drop_cancelled(self) -> None:
+        """Requests whose client went away leave before the next call takes their slots."""
+        with self._wake:
+            jobs = [job for job in self._jobs if not job.done]
+        for job in jobs:
+            try:
+                cancelled = job.stream.is_cancelled()
+            except Exception:  # cannot even ask: treat the stream as gone
+                log.exception("checking for cancellation failed")
+                cancelled = True
+            if cancelled and self._end(job, ok=False):
+                _quietly(job.stream.send_cancelled)
+
+    def _reap(self) -> None:
+        """Remove ended requests, and end any the step left behind (a sentence planned but never
+        delivered, or nothing left to plan): no request waits forever, none is counted twice."""
+        with self._wake:
+            stranded = [
+                job
+                for job in self._jobs
+                if not job.done and (job.sent < job.progress.planned or not job.progress.pending)
+            ]
+        for job in stranded:
+            log.error("request stranded by the scheduler; failing it", extra={"sent": job.sent})
+            self._fail(job, "internal error in the worker's scheduler; retry")
+        with self._wake:
+            self._jobs = [job for job in self._jobs if not job.done]
+            remaining = len(self._jobs)
+        self.observer.pending_sentences(remaining)
+
+    def _end(self, job: Job, ok: bool) -> bool:
+        """Mark ``job`` ended; True only for the one caller that ended it."""
+        with self._wake:
+            if job.done:
+                return False
+            job.done = True
         self.observer.request_finished(job.voice, self.clock() - job.received, job.audio_seconds, ok=ok)
+        return True
+
+    def _fail(self, job: Job, message: str, kind: ErrorKind = INTERNAL) -> None:
+        if self._end(job, ok=False):
+            _quietly(job.stream.send_error, message, kind)
+
+    # -- the thread -----------------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return any(not job.done and job.progress.pending for job in self._jobs)
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._jobs and not self._stopping:
+                while not self._has_work() and not self._stopping:
                     self._wake.wait()
-                if self._stopping and not self._jobs:
+                if self._stopping and not self._has_work():
                     return
             try:
                 self.step()
@@ -219,9 +359,18 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(drain_seconds)
         with self._wake:
-            leftovers, self._jobs = self._jobs, []
+            leftovers = list(self._jobs)
         for job in leftovers:
-            self._finish(job, ok=False, error="the worker is shutting down; retry on another replica")
+            self._fail(job, SHUTTING_DOWN, UNAVAILABLE)
+        self._reap()
+
+
+def _quietly(send: Callable[..., None], *args: object) -> None:
+    """Send on a stream that may already be broken; nothing more can be told to its client."""
+    try:
+        send(*args)
+    except Exception as error:
+        log.warning("could not reach a client", extra={"error": str(error)})
 
 
 def serve_batch(

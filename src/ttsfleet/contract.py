@@ -8,7 +8,8 @@ operator can use it without the worker's dependencies.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import logging
+from dataclasses import asdict, dataclass, field, fields
 
 MODEL_NAME = "chattts"
 SAMPLE_RATE_HZ = 24_000
@@ -32,6 +33,17 @@ def model_ready_path(model_name: str = MODEL_NAME) -> str:
     return f"/v2/models/{model_name}/ready"
 
 
+def liveness_path(model_name: str = MODEL_NAME) -> str:
+    """Liveness follows the model, not the server: ``/v2/health/live`` stays true with the model
+    unloaded or failed, which would leave a pod running that can never serve again."""
+    return model_ready_path(model_name)
+
+
+# The worker image's user (worker/Dockerfile USER) and the pod's runAsUser/runAsGroup/fsGroup:
+# a high UID that no account in the base image or on a node uses, as for the operator's pod.
+WORKER_UID = 65532
+
+
 # Where the pod mounts things. The cache is the per-pod local-SSD PVC; the serving config is
 # the operator's ConfigMap holding ``config.pbtxt`` and ``serving.json``.
 MODEL_CACHE_MOUNT = "/var/cache/ttsfleet"
@@ -53,6 +65,12 @@ OUTPUT_FINAL = "FINAL"  # True on the last chunk of a request
 
 AUDIO_FORMATS = ("pcm16", "float32")
 
+# In-band error a worker sends when it already holds its bound of open requests (backpressure):
+# nothing was started, so a client retries the same request on another replica.
+OVERLOADED_PREFIX = "ttsfleet: overloaded"
+# ... and the one it sends while it cannot serve at all (draining, engine unhealthy): also retry elsewhere.
+UNAVAILABLE_PREFIX = "ttsfleet: unavailable"
+
 # Triton refuses decoupled models on its unary endpoints (HTTP infer, gRPC ModelInfer). This
 # companion model answers them: it streams from the main model (BLS) and returns all the audio
 # in one response, with the same inputs and AUDIO output.
@@ -73,6 +91,8 @@ METRIC_AUDIO_SECONDS = "tts_audio_seconds_total"
 METRIC_BATCH_SIZE = "tts_batch_size"
 METRIC_GPU_MEMORY_USED = "tts_gpu_memory_used_bytes"
 METRIC_GPU_UTILIZATION = "tts_gpu_utilization_ratio"
+# 1 while ChatTTS answers, 0 once calls keep failing or one hangs (the launcher then reloads the model).
+METRIC_ENGINE_HEALTHY = "tts_engine_healthy"
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,28 @@ class Voice:
     id: str
     seed: int | None = None
     embedding: str | None = None  # ChatTTS's encoded speaker string
+
+
+# serving.json's contract version, MAJOR.MINOR. A worker reads configs of its own major version
+# (a newer minor may add fields: they are logged and ignored) and refuses any other major, so an
+# operator upgrade can add a field without crashing older worker images on their next restart.
+# Bump the minor for an added field with a default; the major when a field changes meaning.
+SERVING_CONFIG_VERSION = "1.1"
+# Open requests a replica accepts per slot of its batch when the spec sets no bound (backpressure).
+OPEN_REQUESTS_PER_BATCH_SLOT = 4
+
+
+class ContractError(ValueError):
+    """A serving config this worker cannot use; the message says why and what to do."""
+
+
+def _major(version: str) -> int:
+    head = str(version).split(".", 1)[0]
+    if not head.isdigit():
+        raise ContractError(
+            f"serving config version {version} is not MAJOR.MINOR; run a worker image that matches the operator"
+        )
+    return int(head)
 
 
 @dataclass(frozen=True)
@@ -109,19 +151,56 @@ class ServingConfig:
     max_sentence_chars: int = 200  # longer sentences are split at commas before synthesis
     # Graceful drain: on SIGTERM open streams get this long to finish (pod grace period must exceed it).
     drain_timeout_seconds: int = 30
+    # Backpressure: open requests (queued or streaming) one replica holds before it refuses new
+    # ones with an in-band OVERLOADED_PREFIX error; 0 takes OPEN_REQUESTS_PER_BATCH_SLOT x max_batch_size.
+    max_open_requests: int = 0
+    # Fail fast: a ChatTTS call running longer than this, or this many failed calls in a row,
+    # turn the model not-ready until it is reloaded (0 disables the check).
+    engine_call_timeout_seconds: int = 120
+    engine_max_consecutive_failures: int = 3
+    version: str = SERVING_CONFIG_VERSION
 
     def voice_ids(self) -> list[str]:
         return [voice.id for voice in self.voices]
+
+    def open_request_limit(self) -> int:
+        return self.max_open_requests or OPEN_REQUESTS_PER_BATCH_SLOT * self.max_batch_size
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> ServingConfig:
+        """Parse serving.json: same major version with unknown fields (logged, ignored) is fine,
+        another major is a ``ContractError``. A config without a version predates versioning (1.0)."""
         raw = json.loads(text)
-        raw["voices"] = tuple(Voice(**voice) for voice in raw.get("voices", ()))
-        raw["warmup_sentences"] = tuple(raw.get("warmup_sentences", ()))
-        return cls(**raw)
+        if not isinstance(raw, dict):
+            raise ContractError("serving config must be a JSON object")
+        version = str(raw.get("version", "1.0"))
+        if _major(version) != _major(SERVING_CONFIG_VERSION):
+            raise ContractError(
+                f"serving config version {version} is not supported by this worker (it reads "
+                f"{_major(SERVING_CONFIG_VERSION)}.x, newest {SERVING_CONFIG_VERSION}); "
+                "run a worker image that matches the operator"
+            )
+        known = {item.name for item in fields(cls)}
+        voice_known = {item.name for item in fields(Voice)}
+        voices = [voice for voice in raw.get("voices", ()) if isinstance(voice, dict)]
+        unknown = sorted(set(raw) - known) + sorted(
+            {f"voices[].{name}" for voice in voices for name in voice if name not in voice_known}
+        )
+        if unknown:
+            logging.getLogger("ttsfleet.contract").warning(
+                "serving config has fields this worker does not know; ignoring them",
+                extra={"fields": unknown, "version": version, "worker_version": SERVING_CONFIG_VERSION},
+            )
+        values = {name: value for name, value in raw.items() if name in known}
+        values["voices"] = tuple(
+            Voice(**{name: value for name, value in voice.items() if name in voice_known}) for voice in voices
+        )
+        values["warmup_sentences"] = tuple(raw.get("warmup_sentences", ()))
+        values["version"] = version
+        return cls(**values)
 
 
 def render_triton_config(config: ServingConfig) -> str:
@@ -158,7 +237,8 @@ def render_unary_triton_config(config: ServingConfig) -> str:
     """``config.pbtxt`` of the unary companion model (no torch: it only relays to the main model).
 
     One instance per batch slot, so that as many unary requests as the main model batches can
-    wait on it at once.
+    wait on it at once. It gets the serving config too, to refuse invalid requests itself: the
+    main model's error codes come back through BLS as INTERNAL (2.51).
     """
     return f"""\
 name: "{unary_model_name(config.model_name)}"
@@ -174,6 +254,7 @@ output [
 ]
 instance_group [ {{ count: {config.max_batch_size} kind: KIND_CPU }} ]
 parameters {{ key: "target_model" value: {{ string_value: "{config.model_name}" }} }}
+parameters {{ key: "serving_config" value: {{ string_value: {json.dumps(config.to_json())} }} }}
 """
 
 

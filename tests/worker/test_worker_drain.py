@@ -42,7 +42,12 @@ def test_sigterm_drains_open_stream_then_exits(tiny_weights: Path, tmp_path: Pat
         listener.start()
         assert first.wait(120), "no first chunk within 120s"
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(1.0)
+        # Wait for Triton to say it has taken the signal (it logs that it waits for in-flight
+        # requests) rather than sleeping and hoping it has.
+        deadline = time.monotonic() + 60
+        while "Waiting for in-flight requests" not in running.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "Triton never acknowledged SIGTERM"
+            time.sleep(0.05)
         with pytest.raises((RequestRejected, TtsError)), TtsClient(running.grpc_url, timeout=30) as late:
             list(late.stream("Too late."))
         listener.join(120)

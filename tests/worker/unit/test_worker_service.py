@@ -22,8 +22,14 @@ class Recorder:
     def send_chunk(self, audio: bytes, index: int, final: bool) -> None:
         self.events.append(("chunk", index, final, len(audio)))
 
-    def send_error(self, message: str) -> None:
+    def send_error(self, message: str, kind: str = "internal") -> None:
         self.events.append(("error", message))
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def send_cancelled(self) -> None:
+        self.events.append(("cancelled",))
 
 
 @dataclass

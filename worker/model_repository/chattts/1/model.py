@@ -22,7 +22,7 @@ import triton_python_backend_utils as pb_utils  # provided by Triton's python ba
 from ttsfleet import contract, logs
 from ttsfleet.worker.engine import Engine
 from ttsfleet.worker.metrics import TtsMetrics
-from ttsfleet.worker.service import RawRequest, Scheduler
+from ttsfleet.worker.service import INTERNAL, INVALID, UNAVAILABLE, ErrorKind, RawRequest, Scheduler
 from ttsfleet.worker.voices import check_voices
 
 log = logging.getLogger("ttsfleet.worker.model")
@@ -55,11 +55,26 @@ class _TritonStream:
         )
         self._sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0)
 
-    def send_error(self, message: str) -> None:
+    def send_error(self, message: str, kind: ErrorKind = INTERNAL) -> None:
+        # INVALID_ARG reaches HTTP callers of the unary relay as 400 and gRPC ones as INVALID_ARGUMENT;
+        # UNAVAILABLE (503 / UNAVAILABLE) tells them to retry on another replica.
+        code = {
+            INVALID: pb_utils.TritonError.INVALID_ARG,
+            UNAVAILABLE: pb_utils.TritonError.UNAVAILABLE,
+        }.get(kind, pb_utils.TritonError.INTERNAL)
         self._sender.send(
-            pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message)),
+            pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code)),
             flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
         )
+
+    def is_cancelled(self) -> bool:
+        # Triton marks the request cancelled when its gRPC client cancels or goes away (2.51:
+        # ResponseSender.is_cancelled); the python backend only tells when asked.
+        return bool(self._sender.is_cancelled())
+
+    def send_cancelled(self) -> None:
+        # A cancelled request still needs its final flag, or Triton keeps it open.
+        self._sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 class TritonPythonModel:
@@ -87,6 +102,9 @@ class TritonPythonModel:
         self.metrics = TtsMetrics(pb_utils, self.config.model_name, os.environ.get(contract.ENV_METRICS_URL))
         # execute() hands requests over and returns; this thread synthesizes and streams.
         self.scheduler = Scheduler(self.engine, self.config, self.metrics)
+        # tts_engine_healthy follows the scheduler's view of ChatTTS; the launcher reloads the
+        # model (not ready meanwhile) when it drops to 0.
+        self.metrics.watch_health(self.scheduler.health.problem)
         self.scheduler.start()
 
     def execute(self, requests: list[Any]) -> None:
@@ -103,7 +121,7 @@ class TritonPythonModel:
                     )
                 )
             except ValueError as error:
-                stream.send_error(str(error))
+                stream.send_error(str(error), INVALID)
         self.scheduler.submit(batch)
         return None
 

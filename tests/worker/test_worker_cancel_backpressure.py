@@ -1,0 +1,146 @@
+"""Against the real tritonserver: clients that go away mid-stream are dropped and their slots
+freed (Triton's request cancellation), and a full replica refuses new requests at once with an
+error the client library retries elsewhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from worker_support import TEST_SERVING, RunningServer, start_server
+
+from ttsfleet import contract
+
+pytestmark = pytest.mark.worker
+
+pytest.importorskip("tritonclient.grpc")
+from ttsfleet.worker.client import FleetClient, Overloaded, TtsClient  # noqa: E402
+
+# A replica of its own with a small bound, so a few clients fill it, and requests long enough
+# (many short sentences, batch of 2) that none finishes while a test holds it full.
+SMALL = dataclasses.replace(TEST_SERVING, max_batch_size=2, max_open_requests=4)
+SENTENCES = 60
+LONG_TEXT = " ".join(["Go on."] * SENTENCES)
+DISCONNECTS = 100
+SETTLE_TIMEOUT_S = 300  # a hang guard, not a speed budget
+
+
+@pytest.fixture(scope="module")
+def small_triton(tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(tiny_weights, tmp_path_factory.mktemp("small"), SMALL)
+    try:
+        yield running
+    finally:
+        running.server.stop()  # type: ignore[attr-defined]
+
+
+def _samples(metrics_url: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") == contract.MODEL_NAME:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def _sentences_synthesized(metrics_url: str) -> float:
+    return _samples(metrics_url).get(f"{contract.METRIC_BATCH_SIZE}_sum", 0.0)
+
+
+def _wait_until_idle(metrics_url: str) -> dict[str, float]:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        samples = _samples(metrics_url)
+        if samples.get(contract.METRIC_QUEUE_LENGTH) == 0 and samples.get(contract.METRIC_ACTIVE_STREAMS) == 0:
+            return samples
+        assert time.monotonic() < deadline, f"jobs leaked: {samples.get(contract.METRIC_QUEUE_LENGTH)} still queued"
+        time.sleep(0.5)  # polling for the positive signal (the gauges at zero)
+
+
+def _wave(grpc_url: str, size: int, while_open) -> None:  # type: ignore[no-untyped-def]
+    """``size`` clients each start a long request, read its first chunk, then go away."""
+    firsts: list[int] = []
+    errors: list[BaseException] = []
+    all_started = threading.Barrier(size + 1)
+    leave = threading.Event()
+
+    def client() -> None:
+        try:
+            with TtsClient(grpc_url, timeout=SETTLE_TIMEOUT_S) as tts:
+                chunks = tts.stream(LONG_TEXT)
+                firsts.append(next(chunks).index)
+                all_started.wait()
+                leave.wait()
+                chunks.close()  # stop reading mid-stream: the client cancels the request and leaves
+        except BaseException as error:  # recorded, asserted below
+            errors.append(error)
+            all_started.abort()
+
+    threads = [threading.Thread(target=client) for _ in range(size)]
+    for thread in threads:
+        thread.start()
+    try:
+        all_started.wait(SETTLE_TIMEOUT_S)
+        while_open()
+    finally:
+        leave.set()
+        for thread in threads:
+            thread.join(SETTLE_TIMEOUT_S)
+    assert not errors, errors[:3]
+    assert firsts == [0] * size
+
+
+def test_a_full_replica_refuses_at_once_and_the_client_library_goes_elsewhere(small_triton, triton) -> None:
+    _wait_until_idle(small_triton.metrics_url)
+
+    def full_replica_refuses() -> None:
+        assert _samples(small_triton.metrics_url)[contract.METRIC_ACTIVE_STREAMS] == SMALL.max_open_requests
+        with TtsClient(small_triton.grpc_url) as late, pytest.raises(Overloaded, match="4 open requests"):
+            list(late.stream("One more, please."))
+        # The client library takes the same request to the next pod, which serves it.
+        with FleetClient([small_triton.grpc_url, triton.grpc_url]) as fleet:
+            assert [chunk.index for chunk in fleet.stream("One more, please.")] == [0]
+
+    _wave(small_triton.grpc_url, SMALL.max_open_requests, full_replica_refuses)
+    _wait_until_idle(small_triton.metrics_url)  # the slots the leavers held are free again
+    with TtsClient(small_triton.grpc_url) as client:
+        assert [chunk.index for chunk in client.stream("Room again. Two sentences.")] == [0, 1]
+
+
+def test_disconnects_mid_stream_are_dropped_and_leave_no_jobs(small_triton) -> None:
+    _wait_until_idle(small_triton.metrics_url)
+    before = _sentences_synthesized(small_triton.metrics_url)
+    for _ in range(DISCONNECTS // SMALL.max_open_requests):
+        _wave(small_triton.grpc_url, SMALL.max_open_requests, lambda: None)
+        _wait_until_idle(small_triton.metrics_url)  # every leaver's slot is freed, nothing leaks
+    synthesized = _sentences_synthesized(small_triton.metrics_url) - before
+    print(f"{DISCONNECTS} disconnects after the first chunk: {synthesized:.0f} sentences synthesized "
+          f"of the {DISCONNECTS * SENTENCES} they asked for")  # fmt: skip
+    # Without cancellation every request runs to its end. With it a request leaves at the next
+    # call after its client; 7 a request (1 + 2 + 4) leaves room for calls that started before.
+    assert synthesized <= DISCONNECTS * 7
+
+
+def test_a_client_that_stopped_reading_can_stream_its_next_request(small_triton) -> None:
+    with TtsClient(small_triton.grpc_url) as client:
+        chunks = client.stream(LONG_TEXT)
+        assert next(chunks).index == 0
+        chunks.close()
+        again = list(client.stream("A new request. With two sentences."))
+    assert [(chunk.index, chunk.final) for chunk in again] == [(0, False), (1, True)]
+    _wait_until_idle(small_triton.metrics_url)
+
+
+def test_fleet_client_retries_on_the_next_address(triton) -> None:
+    with FleetClient(["127.0.0.1:9", triton.grpc_url]) as fleet:
+        chunks = list(fleet.stream("Reached the second address."))
+    assert chunks[-1].final
