@@ -1,0 +1,182 @@
+"""The launcher's watch over its tritonserver: load the model or fail fast, then keep it honest.
+
+* **Fail fast.** A serving config this worker cannot read, or a model that fails to load (bad
+  weights, bad voices, failed warmup), ends the container at once with a non-zero exit and the
+  reason in the log and in the termination message (``/dev/termination-log``, which
+  ``kubectl describe pod`` and the operator see), instead of a pod that stays not-ready until its
+  startup budget (up to 900 s) runs out.
+* **Stay honest.** The model exports ``tts_engine_healthy`` (0 when ChatTTS calls keep failing or
+  one hangs past its bound). The supervisor then unloads the model, so ``/v2/models/<m>/ready``
+  turns false and the pod leaves the Service, and loads it again (a fresh python-backend stub,
+  a fresh ChatTTS, warmup): the pod returns when warmup passes. A model that needs more than
+  ``max_recoveries`` reloads within ``recovery_window_seconds`` is not getting better: the
+  container exits non-zero and the kubelet restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from ttsfleet import contract
+
+log = logging.getLogger("ttsfleet.worker.supervisor")
+
+ENV_TERMINATION_LOG = "TTSFLEET_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
+TERMINATION_MESSAGE_LIMIT = 4096  # what the kubelet reads of the file
+EXIT_FAILED = 1
+
+
+class Server(Protocol):
+    """What the supervisor needs of ``server.TritonServer``."""
+
+    metrics_url: str
+
+    @property
+    def model_name(self) -> str: ...
+
+    def wait_for(self, path: str, timeout: float, interval: float = 0.05) -> None: ...
+
+    def load_model(self, timeout: float) -> None: ...
+
+    def unload_model(self, name: str, timeout: float = 60.0) -> None: ...
+
+    def stop(self, timeout: float | None = None) -> int | None: ...
+
+
+def termination_log_path() -> Path:
+    return Path(os.environ.get(ENV_TERMINATION_LOG) or DEFAULT_TERMINATION_LOG)
+
+
+def write_termination_message(path: Path, message: str) -> None:
+    """Best effort: a read-only or missing path must not hide the reason (it is logged too)."""
+    data = message.encode("utf-8", errors="replace")[:TERMINATION_MESSAGE_LIMIT]
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        log.warning("cannot write the termination message", extra={"path": str(path), "error": str(error)})
+
+
+def fail(reason: str, termination_log: Path) -> int:
+    """Log ``reason``, leave it as the termination message, and give the exit code to return."""
+    log.error("worker stopping: %s", reason, extra={"reason": reason})
+    write_termination_message(termination_log, reason)
+    return EXIT_FAILED
+
+
+def engine_healthy(exposition: str, model: str) -> bool | None:
+    """``tts_engine_healthy`` for ``model`` from a metrics page; None while it is not exported."""
+    pattern = re.compile(
+        rf'^{contract.METRIC_ENGINE_HEALTHY}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}}\s+(\S+)', re.M
+    )
+    values = [float(value) for value in pattern.findall(exposition)]
+    return None if not values else min(values) >= 1.0
+
+
+def read_metrics(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def first_line(text: str, limit: int = 1500) -> str:
+    """Triton wraps the model's exception in a traceback; the reason is its first lines."""
+    return text.strip().split("\nAt:", 1)[0].strip()[:limit]
+
+
+class Supervisor:
+    def __init__(
+        self,
+        server: Server,
+        serving: contract.ServingConfig,
+        termination_log: Path,
+        poll_seconds: float = 2.0,
+        max_recoveries: int = 3,
+        recovery_window_seconds: float = 1800.0,
+        metrics: Callable[[str], str] = read_metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server = server
+        self.serving = serving
+        self.termination_log = termination_log
+        self.poll_seconds = poll_seconds
+        self.max_recoveries = max_recoveries
+        self.recovery_window_seconds = recovery_window_seconds
+        self.metrics = metrics
+        self.clock = clock
+        self.failure: str | None = None
+        self.recoveries: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="ttsfleet-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The container is being stopped (SIGTERM): a draining model is not a failure."""
+        self._stop.set()
+
+    def exit_code(self, triton_code: int) -> int:
+        return EXIT_FAILED if self.failure is not None and triton_code == 0 else triton_code
+
+    def run(self) -> None:
+        if self.load():
+            while not self._stop.wait(self.poll_seconds):
+                if not self.check():
+                    return
+
+    def load(self) -> bool:
+        try:
+            self.server.wait_for(contract.LIVE_PATH, timeout=120)
+            self.server.load_model(self.serving.warmup_timeout_seconds)
+        except Exception as error:  # whatever it was, the pod cannot serve: say why and exit
+            if not self._stop.is_set():
+                self._fail(f"model {self.serving.model_name} failed to load: {first_line(str(error))}")
+            return False
+        log.info("model loaded and warmed up", extra={"model": self.serving.model_name})
+        return True
+
+    def check(self) -> bool:
+        """One look at the engine; reload it when unhealthy. False once the worker is failing."""
+        try:
+            healthy = engine_healthy(self.metrics(self.server.metrics_url), self.serving.model_name)
+        except OSError:
+            return True  # metrics not answering (busy, or shutting down): not evidence of a sick engine
+        if healthy is not False or self._stop.is_set():
+            return True
+        return self.recover()
+
+    def recover(self) -> bool:
+        now = self.clock()
+        self.recoveries = [at for at in self.recoveries if now - at < self.recovery_window_seconds]
+        if len(self.recoveries) >= self.max_recoveries:
+            self._fail(
+                f"the speech engine stayed unhealthy after {len(self.recoveries)} reloads within "
+                f"{self.recovery_window_seconds:.0f}s; restarting the container"
+            )
+            return False
+        self.recoveries.append(now)
+        log.error(
+            "speech engine unhealthy: reloading the model (not ready until warmup passes)",
+            extra={"model": self.serving.model_name, "reload": len(self.recoveries)},
+        )
+        try:
+            for name in (contract.unary_model_name(self.serving.model_name), self.serving.model_name):
+                self.server.unload_model(name, timeout=self.serving.drain_timeout_seconds + 60)
+        except Exception as error:
+            self._fail(f"unloading the unhealthy model failed: {first_line(str(error))}")
+            return False
+        return self.load()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        fail(reason, self.termination_log)
+        self.server.stop(timeout=30)
