@@ -173,6 +173,14 @@ class WarmupSpec:
 class BatchingSpec:
     """Triton dynamic batching of concurrent requests into one ChatTTS inference."""
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.maxOpenRequests) || self.maxOpenRequests >= self.maxBatchSize",
+            "maxOpenRequests must be at least maxBatchSize, or batches can never fill",
+            field_path=".maxOpenRequests",
+        ),
+    )
+
     max_batch_size: int = prop("Largest batch Triton forms.", 8, minimum=1, maximum=64)
     max_queue_delay_microseconds: int = prop(
         "How long Triton holds a request to fill a batch. Keep it short: the worker also batches "
@@ -182,6 +190,13 @@ class BatchingSpec:
         maximum=1_000_000,
     )
     instances: int = prop("Model instances per pod (per GPU).", 1, minimum=1, maximum=8)
+    max_open_requests: int | None = opt(
+        "Backpressure: open requests (queued or streaming) one pod holds. Beyond it a new request is "
+        "refused at once with a retryable UNAVAILABLE error ('ttsfleet: overloaded'), which the client "
+        "library retries on another pod. Default: 4 x maxBatchSize.",
+        minimum=1,
+        maximum=4096,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ def serving_config(spec: TTSDeploymentSpec) -> contract.ServingConfig:
         max_batch_size=spec.batching.max_batch_size,
         max_queue_delay_microseconds=spec.batching.max_queue_delay_microseconds,
         instance_count=spec.batching.instances,
+        max_open_requests=spec.batching.max_open_requests or 0,  # 0: the worker derives it from max_batch_size
         gpu=spec.resources.gpu > 0,
         warmup_sentences=spec.warmup.sentences,
         warmup_timeout_seconds=spec.warmup.timeout_seconds,

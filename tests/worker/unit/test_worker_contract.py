@@ -77,3 +77,15 @@ def test_non_object_is_refused() -> None:
 def test_triton_config_still_embeds_the_serving_config() -> None:
     pbtxt = contract.render_triton_config(CONFIG)
     assert SERVING_CONFIG_VERSION in pbtxt
+
+
+def test_operator_renders_the_open_request_bound_and_the_current_version() -> None:
+    from ttsfleet.operator.desired import configmap
+    from ttsfleet.operator.spec import parse_spec
+
+    base = {"image": "ttsfleet/worker:0.1.0", "model": {"source": "hf://2Noise/ChatTTS"}}
+    derived = configmap.serving_config(parse_spec({**base, "batching": {"maxBatchSize": 6}}))
+    assert derived.version == SERVING_CONFIG_VERSION and derived.open_request_limit() == 24
+    explicit = configmap.serving_config(parse_spec({**base, "batching": {"maxBatchSize": 6, "maxOpenRequests": 9}}))
+    assert explicit.open_request_limit() == 9
+    assert ServingConfig.from_json(explicit.to_json()) == explicit
