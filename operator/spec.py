@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ttsfleet import contract
+from ttsfleet import contract, modelsource
 from ttsfleet.operator.schema import IMMUTABLE, JSON, Rule, opt, parse, prop
 
 GROUP = "tts.ttsfleet.io"
@@ -33,7 +33,8 @@ QUANTITY = (
 # Five-field cron as KEDA's cron scaler takes it (minute hour day-of-month month day-of-week).
 CRON = r"^\S+( +\S+){4}$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-MODEL_SOURCE = r"^(hf://|https?://|file://|/).+$"
+# Only the shape; the rules that name what is wrong are CEL (ttsfleet.modelsource.RULES).
+MODEL_SOURCE = r"^\S+$"
 DEFAULT_STORAGE_CLASS = "local-ssd"
 DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring.svc:9090"
 
@@ -49,9 +50,17 @@ VALID_TIMEZONE = Rule(
 class ModelSpec:
     """The ChatTTS model the fleet serves and where the init container fetches it from."""
 
+    # The fetcher checks the same rules (ttsfleet.modelsource): a source it would refuse is
+    # refused here, at admission, naming the field, instead of crashing an init container later.
+    RULES: ClassVar[tuple[Rule, ...]] = tuple(
+        Rule(rule.cel, rule.message, field_path=f".{rule.field}") for rule in modelsource.RULES
+    )
+
     source: str = prop(
-        "Where the init container fetches the model from: hf://org/repo (Hugging Face Hub), an https:// "
-        "base URL, or a path (file:///… or /…) on a volume the image provides.",
+        "Where the init container fetches the model from: hf://<namespace>/<name> (Hugging Face Hub, with "
+        "revision pinned to a full commit hash), an https:// base URL (plain http:// only with "
+        "allowInsecureHTTP), or a path (file:///… or /…) on a volume the image provides. Never put "
+        "credentials in the URL: name a Secret in secretRef.",
         pattern=MODEL_SOURCE,
         max_length=1024,
     )
@@ -63,8 +72,9 @@ class ModelSpec:
         rules=(IMMUTABLE,),
     )
     revision: str = prop(
-        "Revision of the source (git revision for hf://, object version or tag otherwise). Changing it "
-        "rolls the fleet.",
+        "Revision of the source: for hf:// a full 40-hex git commit (a branch such as main moves, so it "
+        "is refused); otherwise the version label of the files at the URL or path. The per-pod cache is "
+        "keyed by source, revision and sha256: changing any of them refetches (and rolls the fleet).",
         "main",
         max_length=128,
     )
@@ -80,10 +90,25 @@ class ModelSpec:
         max_length=32,
     )
     secret_ref: str | None = opt(
-        "Name of a Secret in the same namespace whose keys become the fetcher's environment "
-        "(e.g. HF_TOKEN for a private Hugging Face repository). A missing Secret makes the fleet Ready=False.",
+        "Name of a Secret in the same namespace holding the source's access token under secretKey. Only "
+        "that key reaches the fetcher (as an environment variable, never in its arguments); it is sent as "
+        "an Authorization: Bearer header (for hf://, as the Hugging Face token). A missing Secret makes "
+        "the fleet Ready=False.",
         pattern=DNS_LABEL,
         max_length=253,
+    )
+    secret_key: str = prop(
+        "Key of the token in the Secret named by secretRef.",
+        "token",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+    )
+    allow_insecure_http: bool = prop(
+        "Allow a plain http:// source (e.g. a model server inside the cluster). Off by default: anyone on "
+        "the path could read the token or swap the weights (sha256 still guards the files). Redirects "
+        "from https:// to http:// are refused either way.",
+        False,
+        name="allowInsecureHTTP",
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ttsfleet import contract
+from ttsfleet import contract, modelsource
 from ttsfleet.operator import naming
 from ttsfleet.operator.naming import Owner
 from ttsfleet.operator.spec import TTSDeploymentSpec
@@ -92,15 +92,27 @@ def model_dir(spec: TTSDeploymentSpec) -> str:
 
 def _fetch_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
     model = spec.model
-    env = [{"name": contract.ENV_MODEL_CACHE, "value": model_dir(spec)}]
+    env: list[dict[str, Any]] = [{"name": contract.ENV_MODEL_CACHE, "value": model_dir(spec)}]
     if model.sha256:
         env.append({"name": contract.ENV_MODEL_SHA256, "value": model.sha256})
+    if model.secret_ref:
+        # Exactly the one key the fetcher uses, by reference: the token never appears in the pod
+        # spec or the arguments, and the Secret's other keys never reach the container.
+        env.append(
+            {
+                "name": modelsource.ENV_MODEL_TOKEN,
+                "valueFrom": {"secretKeyRef": {"name": model.secret_ref, "key": model.secret_key}},
+            }
+        )
+    args = ["--source", model.source, "--revision", model.revision, "--cache", model_dir(spec)]
+    if model.allow_insecure_http:
+        args.append("--allow-insecure-http")
     container: dict[str, Any] = {
         "name": naming.FETCH_CONTAINER,
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": FETCH_COMMAND,
-        "args": ["--source", model.source, "--revision", model.revision, "--cache", model_dir(spec)],
+        "args": args,
         "env": env,
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _container_security(),
@@ -109,8 +121,6 @@ def _fetch_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
         ],
     }
-    if model.secret_ref:
-        container["envFrom"] = [{"secretRef": {"name": model.secret_ref}}]
     return container
 
 

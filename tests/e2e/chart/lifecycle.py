@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet_helpers import apply, condition, fleet, get, items
+from fleet_helpers import PINNED_REVISION, apply, condition, fleet, get, items
 
 from ttsfleet.devcluster.cluster import ClusterHandle
 
@@ -29,7 +29,7 @@ def probe_fleet() -> dict[str, Any]:
     return fleet(
         NAME,
         replicas=2,
-        model={"source": "hf://2Noise/ChatTTS", "secretRef": SECRET},
+        model={"source": "hf://2Noise/ChatTTS", "revision": PINNED_REVISION, "secretRef": SECRET},
         autoscaling={"enabled": True, "minReplicas": 1, "maxReplicas": 3},
         monitoring={"serviceMonitor": True},
     )
@@ -40,7 +40,7 @@ def secret() -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": SECRET},
-        "stringData": {"HF_TOKEN": "not-a-real-token"},
+        "stringData": {"token": "not-a-real-token"},
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from argo_health import health
 from chart_e2e import ChartOperator
-from fleet_helpers import apply, fleet, get
+from fleet_helpers import PINNED_REVISION, apply, fleet, get
 
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
@@ -68,7 +68,9 @@ def test_argo_cd_sees_progressing_healthy_suspended_and_degraded(
     apply(
         cluster,
         namespace,
-        fleet("argo-broken", model={"source": "hf://2Noise/ChatTTS", "secretRef": "absent"}),
+        fleet(
+            "argo-broken", model={"source": "hf://2Noise/ChatTTS", "revision": PINNED_REVISION, "secretRef": "absent"}
+        ),
     )
     obj = _verdict(cluster, namespace, "argo-broken", "Degraded", "degraded-missing-secret")
     assert "absent" in health(obj)[1]

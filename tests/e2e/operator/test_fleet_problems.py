@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet_helpers import apply, condition, fleet, get, items, ready_fleet, wait_for
+from fleet_helpers import PINNED_REVISION, apply, condition, fleet, get, items, ready_fleet, wait_for
 
 
 def test_missing_secret_is_reported_while_another_fleet_stays_ready(
@@ -14,7 +14,10 @@ def test_missing_secret_is_reported_while_another_fleet_stays_ready(
         cluster,
         namespace,
         fleet("healthy"),
-        fleet("needs-secret", model={"source": "hf://org/private", "secretRef": "model-credentials"}),
+        fleet(
+            "needs-secret",
+            model={"source": "hf://org/private", "revision": PINNED_REVISION, "secretRef": "model-credentials"},
+        ),
     )
     ready_fleet(cluster, namespace, "healthy")
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 import yaml
-from fleet_helpers import apply, fleet
+from fleet_helpers import PINNED_REVISION, apply, fleet
+from source_cases import SOURCE_CASES
+
+from ttsfleet import modelsource
 
 
 def _autoscaling(**overrides: Any) -> dict[str, Any]:
@@ -69,7 +72,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("bad-model-source", {"model": {"source": "s3://x/y"}}, "spec.model.source"),
     (
         "model-larger-than-cache",
-        {"model": {"source": "hf://a/b", "approximateSize": "30Gi"}},
+        {"model": {"source": "hf://a/b", "revision": PINNED_REVISION, "approximateSize": "30Gi"}},
         "spec.modelCache.size",
     ),
     ("too-many-gpus", {"resources": {"gpu": 9}}, "spec.resources.gpu"),
@@ -87,6 +90,40 @@ def test_invalid_spec_is_rejected_naming_the_field(
     )
     assert result.returncode != 0, f"{case} was accepted"
     assert field in result.stderr, result.stderr
+
+
+def _dry_run(cluster: Any, namespace: str, doc: dict[str, Any]) -> Any:
+    return cluster.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
+
+
+@pytest.mark.parametrize(("case", "model", "field"), SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+def test_model_sources_the_fetcher_refuses_are_refused_at_admission(
+    cluster: Any, namespace: str, crds: None, case: str, model: dict[str, Any], field: str | None
+) -> None:
+    """The same table the fetcher's own checks pass (tests/unit/test_modelsource.py): a source
+    the init container would refuse never gets past the API server, and the refusal names the
+    field and says why."""
+    result = _dry_run(cluster, namespace, fleet(f"src-{case}", model=model))
+    if field is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode != 0, f"{case} was accepted"
+    assert f"spec.model.{field}" in result.stderr, result.stderr
+    # The refusal says why, in the fetcher's own words, and never echoes a credential back.
+    broken = modelsource.problem(model["source"], model.get("revision", "main"), bool(model.get("allowInsecureHTTP")))
+    assert broken is not None and broken[1] in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr and "hf_abc" not in result.stderr
+
+
+def test_moving_hf_revision_is_refused_with_a_reason(cluster: Any, namespace: str, crds: None) -> None:
+    result = _dry_run(cluster, namespace, fleet("moving", model={"source": "hf://2Noise/ChatTTS", "revision": "main"}))
+    assert result.returncode != 0
+    assert "spec.model.revision" in result.stderr and "full 40-hex commit" in result.stderr, result.stderr
+    plain = _dry_run(cluster, namespace, fleet("plain", model={"source": "http://models.tts.svc/m", "revision": "v1"}))
+    assert plain.returncode != 0
+    assert "spec.model.source" in plain.stderr and "allowInsecureHTTP" in plain.stderr, plain.stderr
 
 
 def test_missing_required_fields_are_rejected(cluster: Any, namespace: str, crds: None) -> None:
@@ -111,7 +148,10 @@ def test_name_length_is_bounded(cluster: Any, namespace: str, crds: None) -> Non
     [
         ({"modelCache": {"storageClassName": "other"}}, "spec.modelCache.storageClassName"),
         ({"modelCache": {"size": "40Gi"}}, "spec.modelCache.size"),
-        ({"model": {"source": "hf://2Noise/ChatTTS", "name": "renamed"}}, "spec.model.name"),
+        (
+            {"model": {"source": "hf://2Noise/ChatTTS", "revision": PINNED_REVISION, "name": "renamed"}},
+            "spec.model.name",
+        ),
     ],
 )
 def test_cache_keyed_fields_are_immutable(

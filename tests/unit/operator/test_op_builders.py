@@ -6,7 +6,7 @@ from typing import Any
 
 from fixtures_operator import OWNER, minimal_spec
 
-from ttsfleet import contract
+from ttsfleet import contract, modelsource
 from ttsfleet.operator import desired, naming
 from ttsfleet.operator.desired import configmap, pdb, scaledobject, service, servicemonitor, statefulset
 from ttsfleet.operator.spec import parse_spec
@@ -63,23 +63,59 @@ def test_cache_claim_template_and_retention() -> None:
 
 
 def test_init_container_fetches_the_model_with_the_secret() -> None:
+    commit = "0123456789abcdef0123456789abcdef01234567"
     obj = sts(
-        model={"source": "hf://org/private", "revision": "v2", "sha256": "a" * 64, "secretRef": "creds", "name": "tts"}
+        model={
+            "source": "hf://org/private",
+            "revision": commit,
+            "sha256": "a" * 64,
+            "secretRef": "creds",
+            "secretKey": "hf-token",
+            "name": "tts",
+        }
     )
     (init,) = obj["spec"]["template"]["spec"]["initContainers"]
     assert init["command"] == statefulset.FETCH_COMMAND
     model_dir = f"{contract.MODEL_CACHE_MOUNT}/tts"
-    assert init["args"] == ["--source", "hf://org/private", "--revision", "v2", "--cache", model_dir]
-    env = {e["name"]: e["value"] for e in init["env"]}
-    assert env == {contract.ENV_MODEL_CACHE: model_dir, contract.ENV_MODEL_SHA256: "a" * 64}
-    assert init["envFrom"] == [{"secretRef": {"name": "creds"}}]
+    assert init["args"] == ["--source", "hf://org/private", "--revision", commit, "--cache", model_dir]
+    env = {e["name"]: e for e in init["env"]}
+    assert env[contract.ENV_MODEL_CACHE]["value"] == model_dir
+    assert env[contract.ENV_MODEL_SHA256]["value"] == "a" * 64
+    # Only the named key, by reference: the token is in neither the pod spec nor the arguments,
+    # and the Secret's other keys never reach the container.
+    assert env[modelsource.ENV_MODEL_TOKEN] == {
+        "name": modelsource.ENV_MODEL_TOKEN,
+        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "hf-token"}},
+    }
+    assert "envFrom" not in init
     # The server reads the cache the fetcher filled.
     args = worker(obj)["args"]
     assert args[args.index("--model-cache") + 1] == model_dir
     assert args[args.index("--serving-config") + 1] == contract.SERVING_CONFIG_MOUNT
     plain = sts()["spec"]["template"]["spec"]["initContainers"][0]
-    assert contract.ENV_MODEL_SHA256 not in {e["name"] for e in plain["env"]}
-    assert "envFrom" not in plain
+    assert {e["name"] for e in plain["env"]} == {contract.ENV_MODEL_CACHE}
+    assert "envFrom" not in plain and "--allow-insecure-http" not in plain["args"]
+
+
+def test_secret_key_defaults_to_token_and_no_container_sees_the_secret_otherwise() -> None:
+    obj = sts(model={"source": "https://models.example/chattts", "revision": "v1", "secretRef": "creds"})
+    pod = obj["spec"]["template"]["spec"]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for c in [*pod["initContainers"], *pod["containers"]]
+        for e in c.get("env", [])
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    ]
+    assert refs == [{"name": "creds", "key": "token"}]  # the fetcher's, only
+    assert not any("envFrom" in c for c in [*pod["initContainers"], *pod["containers"]])
+    assert not any(v.get("secret") for v in pod["volumes"])
+
+
+def test_plain_http_source_is_passed_on_only_when_the_spec_allows_it() -> None:
+    allowed = sts(model={"source": "http://models.ns.svc/chattts", "revision": "v1", "allowInsecureHTTP": True})
+    (init,) = allowed["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"][-1] == "--allow-insecure-http"
+    assert init["args"][:2] == ["--source", "http://models.ns.svc/chattts"]
 
 
 def test_probes_gate_on_model_readiness_and_spare_loading_pods() -> None:
