@@ -55,10 +55,15 @@ class Prop:
     enum: tuple[str, ...] | None = None
     pattern: str | None = None
     max_length: int | None = None
+    min_length: int | None = None
+    max_properties: int | None = None
     min_items: int | None = None
     max_items: int | None = None
     list_map_keys: tuple[str, ...] | None = None
     rules: tuple[Rule, ...] = ()
+    # OpenAPI for each element of a list or value of a map: merged into the generic schema, or
+    # replacing it when it names a type (e.g. a typed core/v1 object instead of free-form JSON).
+    item_schema: dict[str, Any] | None = None
     # Omit the field's default from the schema (e.g. when the server must not invent a value).
     server_default: bool = True
 
@@ -156,6 +161,8 @@ _BOUND_KEYWORDS = (
     ("maximum", "maximum"),
     ("pattern", "pattern"),
     ("max_length", "maxLength"),
+    ("min_length", "minLength"),
+    ("max_properties", "maxProperties"),
     ("min_items", "minItems"),
     ("max_items", "maxItems"),
 )
@@ -171,6 +178,12 @@ def _field_schema(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:
         value = getattr(meta, attribute)
         if value is not None:
             schema[keyword] = value
+    if meta.item_schema is not None:
+        key = "items" if "items" in schema else "additionalProperties"
+        if "type" in meta.item_schema:
+            schema[key] = dict(meta.item_schema)
+        else:
+            schema[key] = {**schema[key], **meta.item_schema}
     if meta.list_map_keys is not None:
         schema["x-kubernetes-list-type"] = "map"
         schema["x-kubernetes-list-map-keys"] = list(meta.list_map_keys)

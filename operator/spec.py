@@ -30,9 +30,82 @@ QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
     r"([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
-# Five-field cron as KEDA's cron scaler takes it (minute hour day-of-month month day-of-week).
-CRON = r"^\S+( +\S+){4}$"
+# Requests and sizes cannot be negative (the pod and PVC validation would refuse them later).
+NON_NEGATIVE_QUANTITY = QUANTITY.replace("^(\\+|-)?", "^\\+?", 1)
+
+
+def _cron_field(value: str) -> str:
+    """One cron field as robfig/cron (KEDA's cron scaler) parses it: *, ?, a value or range, an
+    optional /step, comma-separated; values within the field's bounds."""
+    part = f"(\\*|\\?|{value}(-{value})?)(/[1-9][0-9]*)?"
+    return f"{part}(,{part})*"
+
+
+_MINUTE = "([0-5]?[0-9])"
+_HOUR = "([01]?[0-9]|2[0-3])"
+_DAY = "(0?[1-9]|[12][0-9]|3[01])"
+_MONTH = "(0?[1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))"
+_WEEKDAY = "(0?[0-6]|(?i:sun|mon|tue|wed|thu|fri|sat))"
+# Five-field cron as KEDA's cron scaler takes it (minute hour day-of-month month day-of-week),
+# with each field's range checked here: KEDA would otherwise refuse the ScaledObject later.
+CRON = (
+    f"^{_cron_field(_MINUTE)} +{_cron_field(_HOUR)} +{_cron_field(_DAY)} +{_cron_field(_MONTH)} "
+    f"+{_cron_field(_WEEKDAY)}$"
+)
+# readyBy: a fixed minute and hour, any day of the month, and days of the week as plain values
+# or ranges (schedules.derive_start moves those back a day when the start crosses midnight).
+_WEEKDAYS = f"(\\*|{_WEEKDAY}(-{_WEEKDAY})?(,{_WEEKDAY}(-{_WEEKDAY})?)*)"
+READY_BY_CRON = f"^{_MINUTE} +{_HOUR} +\\* +{_cron_field(_MONTH)} +{_WEEKDAYS}$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubernetes label keys ([prefix/]name) and values, as the API server checks them on pods.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LABEL_VALUE_SCHEMA = {"maxLength": 63, "pattern": LABEL_VALUE}
+MAX_LABELS = 64
+LABEL_KEYS_VALID = Rule(
+    f"self.all(k, k.matches(r'{LABEL_KEY}'))",
+    "keys must be label keys ([dns-subdomain/]name, name at most 63 characters of [-A-Za-z0-9_.])",
+)
+# An image reference as the container runtime parses it ([registry[:port]/]path[:tag][@digest]):
+# anything else would only fail at pull time, as InvalidImageName on every pod.
+_PATH_COMPONENT = "[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = "([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+IMAGE_REFERENCE = (
+    f"^({_DOMAIN_COMPONENT}(\\.{_DOMAIN_COMPONENT})*(:[0-9]+)?/)?{_PATH_COMPONENT}(/{_PATH_COMPONENT})*"
+    "(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# core/v1 Toleration, typed so that the API server refuses what the StatefulSet would.
+TOLERATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "key": {"type": "string", "maxLength": 317, "pattern": LABEL_KEY},
+        "operator": {"type": "string", "enum": ["Exists", "Equal"]},
+        "value": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+        "effect": {"type": "string", "enum": ["", "NoSchedule", "PreferNoSchedule", "NoExecute"]},
+        "tolerationSeconds": {"type": "integer", "format": "int64"},
+    },
+    "x-kubernetes-validations": [
+        {
+            "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "message": "value must be empty when operator is Exists",
+            "fieldPath": ".value",
+        },
+        {
+            "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "message": "tolerationSeconds needs effect NoExecute",
+            "fieldPath": ".tolerationSeconds",
+        },
+        {
+            "rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+            "message": "operator must be Exists when key is empty",
+            "fieldPath": ".operator",
+        },
+    ],
+}
 # Only the shape; the rules that name what is wrong are CEL (ttsfleet.modelsource.RULES).
 MODEL_SOURCE = r"^\S+$"
 DEFAULT_STORAGE_CLASS = "local-ssd"
@@ -44,6 +117,8 @@ VALID_TIMEZONE = Rule(
     "self == 'UTC' || timestamp('2000-01-01T00:00:00Z').getHours(self) >= 0",
     "must be a valid IANA time zone name",
 )
+# Go (and so CEL) reads "Local" as the zone of whichever process evaluates it: KEDA's, not the user's.
+NOT_LOCAL_TIMEZONE = Rule("self != 'Local'", "must name a zone: Local would mean the KEDA operator's own zone")
 
 
 @dataclass(frozen=True)
@@ -86,7 +161,7 @@ class ModelSpec:
     )
     approximate_size: str | None = opt(
         "Approximate size of the model on disk (a quantity such as 4Gi); must fit in modelCache.size.",
-        pattern=QUANTITY,
+        pattern=NON_NEGATIVE_QUANTITY,
         max_length=32,
     )
     secret_ref: str | None = opt(
@@ -122,7 +197,7 @@ class VoiceSpec:
 
     id: str = prop("Voice id that clients pass in the VOICE input.", pattern=DNS_LABEL, max_length=63)
     seed: int | None = opt("Seed for ChatTTS's random speaker sampler.", minimum=0, maximum=2**31 - 1)
-    embedding: str | None = opt("ChatTTS's encoded speaker embedding string.", max_length=65536)
+    embedding: str | None = opt("ChatTTS's encoded speaker embedding string.", min_length=1, max_length=65536)
 
 
 def _default_voices() -> tuple[VoiceSpec, ...]:
@@ -133,11 +208,31 @@ def _default_voices() -> tuple[VoiceSpec, ...]:
 class ResourcesSpec:
     """Compute for each worker pod. GPUs are requested as nvidia.com/gpu (requests = limits)."""
 
+    # The pod validation refuses a limit below its request; say so at admission instead.
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.cpuLimit) || !isQuantity(string(self.cpuLimit)) || !isQuantity(string(self.cpu)) || "
+            "!quantity(string(self.cpuLimit)).isLessThan(quantity(string(self.cpu)))",
+            "cpuLimit must not be below cpu",
+            field_path=".cpuLimit",
+        ),
+        Rule(
+            "!has(self.memoryLimit) || !isQuantity(string(self.memoryLimit)) || !isQuantity(string(self.memory)) || "
+            "!quantity(string(self.memoryLimit)).isLessThan(quantity(string(self.memory)))",
+            "memoryLimit must not be below memory",
+            field_path=".memoryLimit",
+        ),
+    )
+
     gpu: int = prop("nvidia.com/gpu per pod (0 runs on CPU, for tests only).", 1, minimum=0, maximum=8)
-    cpu: int | str = prop("CPU request per pod.", "4", pattern=QUANTITY)
-    memory: int | str = prop("Memory request per pod.", "16Gi", pattern=QUANTITY)
-    cpu_limit: int | str | None = opt("CPU limit per pod; none by default (no throttling).", pattern=QUANTITY)
-    memory_limit: int | str | None = opt("Memory limit per pod; defaults to the request.", pattern=QUANTITY)
+    cpu: int | str = prop("CPU request per pod.", "4", pattern=NON_NEGATIVE_QUANTITY, minimum=0)
+    memory: int | str = prop("Memory request per pod.", "16Gi", pattern=NON_NEGATIVE_QUANTITY, minimum=0)
+    cpu_limit: int | str | None = opt(
+        "CPU limit per pod; none by default (no throttling).", pattern=NON_NEGATIVE_QUANTITY, minimum=0
+    )
+    memory_limit: int | str | None = opt(
+        "Memory limit per pod; defaults to the request.", pattern=NON_NEGATIVE_QUANTITY, minimum=0
+    )
 
 
 @dataclass(frozen=True)
@@ -145,7 +240,9 @@ class TopologySpreadSpec:
     """How worker pods spread across failure domains (zones by default)."""
 
     enabled: bool = prop("Add a topology spread constraint for the worker pods.", True)
-    topology_key: str = prop("Node label that defines the domains.", "topology.kubernetes.io/zone", max_length=253)
+    topology_key: str = prop(
+        "Node label that defines the domains.", "topology.kubernetes.io/zone", pattern=LABEL_KEY, max_length=317
+    )
     max_skew: int = prop("Largest difference in pod count between two domains.", 1, minimum=1, maximum=100)
     when_unsatisfiable: str = prop(
         "DoNotSchedule keeps pods Pending rather than skewing; ScheduleAnyway only prefers spreading.",
@@ -161,15 +258,22 @@ class ModelCacheSpec:
     storage_class_name: str = prop(
         "StorageClass of the cache PVCs. Immutable: changing it would orphan the existing caches.",
         DEFAULT_STORAGE_CLASS,
+        pattern=DNS_SUBDOMAIN,
         max_length=253,
         rules=(IMMUTABLE,),
     )
     size: str = prop(
         "Size of each cache PVC. Immutable (volumeClaimTemplates cannot change).",
         "20Gi",
-        pattern=QUANTITY,
+        pattern=NON_NEGATIVE_QUANTITY,
         max_length=32,
-        rules=(IMMUTABLE,),
+        rules=(
+            IMMUTABLE,
+            Rule(
+                "!isQuantity(self) || quantity(self).isGreaterThan(quantity('0'))",
+                "must be larger than zero (a PersistentVolumeClaim cannot request nothing)",
+            ),
+        ),
     )
     keep_on_scale_down: bool = prop(
         "Keep the cache PVCs of pods removed by a scale-down, so scaling up again starts warm.", True
@@ -185,6 +289,8 @@ class WarmupSpec:
         "Sentences synthesized per voice before the model turns ready.",
         factory=lambda: ("Hello from ttsfleet.",),
         max_items=16,
+        # Blank text is refused by the worker: warmup would never finish.
+        item_schema={"minLength": 1, "maxLength": 100_000, "pattern": r"\S"},
     )
     timeout_seconds: int = prop(
         "How long a pod may take from start to ready (fetch + load + warmup) before it is restarted.",
@@ -241,7 +347,9 @@ class RolloutSpec:
         "RollingUpdate",
         enum=("RollingUpdate", "OnDelete"),
     )
-    partition: int = prop("Only pods with an ordinal >= partition are updated (canary); 0 updates all.", 0, minimum=0)
+    partition: int = prop(
+        "Only pods with an ordinal >= partition are updated (canary); 0 updates all.", 0, minimum=0, maximum=1000
+    )
 
 
 @dataclass(frozen=True)
@@ -252,7 +360,9 @@ class DisruptionSpec:
         "PodDisruptionBudget maxUnavailable (number or percentage); the budget exists when more than one "
         "replica can exist.",
         1,
-        pattern=r"^([0-9]+|[0-9]+%)$",
+        # A PodDisruptionBudget refuses negative counts and percentages above 100%.
+        pattern=r"^([0-9]+|([0-9]|[1-9][0-9]|100)%)$",
+        minimum=0,
     )
     drain_seconds: int = prop(
         "How long a stopping pod may keep serving its open streams after it leaves the endpoints.",
@@ -278,15 +388,16 @@ class ScheduleSpec:
     timezone: str = prop(
         "IANA time zone of the cron expressions, e.g. Europe/Paris.",
         "UTC",
+        min_length=1,
         max_length=64,
-        rules=(VALID_TIMEZONE,),
+        rules=(VALID_TIMEZONE, NOT_LOCAL_TIMEZONE),
     )
     start: str | None = opt("Cron expression (5 fields) at which scaling up starts.", pattern=CRON, max_length=100)
     ready_by: str | None = opt(
         "Cron expression (5 fields: fixed minute and hour, day-of-month *) by which the replicas must be "
         "Ready; the operator derives the start from the fleet's measured cold start plus "
         "autoscaling.leadTimeMarginSeconds.",
-        pattern=r"^[0-9]+ +[0-9]+ +\* +\S+ +\S+$",
+        pattern=READY_BY_CRON,
         max_length=100,
     )
 
@@ -327,7 +438,10 @@ class AutoscalingSpec:
         maximum=3600,
     )
     prometheus_address: str = prop(
-        "Prometheus server the queue-length trigger queries.", DEFAULT_PROMETHEUS, max_length=1024
+        "Prometheus server the queue-length trigger queries.",
+        DEFAULT_PROMETHEUS,
+        pattern=r"^https?://[^\s/?#]+(/\S*)?$",
+        max_length=1024,
     )
     lead_time_margin_seconds: int = prop(
         "Margin added to the measured cold start when deriving a schedule's start from readyBy.",
@@ -360,9 +474,13 @@ class MonitoringSpec:
     """Prometheus Operator integration."""
 
     service_monitor: bool = prop("Create a ServiceMonitor for the metrics port.", False)
-    interval: str = prop("Scrape interval.", "15s", pattern=r"^[0-9]+(ms|s|m)$", max_length=16)
+    interval: str = prop("Scrape interval.", "15s", pattern=r"^[1-9][0-9]*(ms|s|m)$", max_length=16)
     labels: dict[str, str] = prop(
-        "Extra labels on the ServiceMonitor (for the Prometheus serviceMonitorSelector).", factory=dict
+        "Extra labels on the ServiceMonitor (for the Prometheus serviceMonitorSelector).",
+        factory=dict,
+        max_properties=MAX_LABELS,
+        item_schema=LABEL_VALUE_SCHEMA,
+        rules=(LABEL_KEYS_VALID,),
     )
 
 
@@ -386,9 +504,18 @@ class TTSDeploymentSpec:
             "model.approximateSize must be smaller than modelCache.size",
             field_path=".modelCache.size",
         ),
+        Rule(
+            "self.warmup.sentences.all(s, size(s) <= self.maxTextChars)",
+            "every warmup sentence must fit in maxTextChars (the worker refuses longer text)",
+            field_path=".warmup.sentences",
+        ),
     )
 
-    image: str = prop("Worker container image (ttsfleet/worker:<version>).", max_length=512)
+    image: str = prop(
+        "Worker container image (ttsfleet/worker:<version>, or pinned by @sha256:<digest>).",
+        pattern=IMAGE_REFERENCE,
+        max_length=512,
+    )
     model: ModelSpec = prop("Model to serve.")
     replicas: int = prop(
         "Number of worker pods. With autoscaling enabled, the autoscaler writes it through the scale "
@@ -410,16 +537,23 @@ class TTSDeploymentSpec:
     default_voice: str = prop("Voice used when a request names none.", "default", max_length=63)
     max_text_chars: int = prop("Longest text a request may carry.", 2000, minimum=1, maximum=100_000)
     resources: ResourcesSpec = prop("Compute per pod.", factory=ResourcesSpec)
-    node_selector: dict[str, str] = prop("Node labels the worker pods require.", factory=dict)
+    node_selector: dict[str, str] = prop(
+        "Node labels the worker pods require.",
+        factory=dict,
+        max_properties=MAX_LABELS,
+        item_schema=LABEL_VALUE_SCHEMA,
+        rules=(LABEL_KEYS_VALID,),
+    )
     tolerations: tuple[JSON, ...] = prop(
         "Pod tolerations (core/v1 Toleration). A toleration for nvidia.com/gpu is added when GPUs are requested.",
         factory=tuple,
         max_items=32,
+        item_schema=TOLERATION_SCHEMA,
     )
     affinity: JSON | None = opt("Pod affinity (core/v1 Affinity), passed through unchanged.")
     topology_spread: TopologySpreadSpec = prop("Spread of pods across zones.", factory=TopologySpreadSpec)
-    priority_class_name: str | None = opt("PriorityClass of the worker pods.", max_length=253)
-    service_account_name: str | None = opt("ServiceAccount of the worker pods.", max_length=253)
+    priority_class_name: str | None = opt("PriorityClass of the worker pods.", pattern=DNS_SUBDOMAIN, max_length=253)
+    service_account_name: str | None = opt("ServiceAccount of the worker pods.", pattern=DNS_SUBDOMAIN, max_length=253)
     model_cache: ModelCacheSpec = prop("Per-pod model cache volume.", factory=ModelCacheSpec)
     warmup: WarmupSpec = prop("Warmup before readiness.", factory=WarmupSpec)
     batching: BatchingSpec = prop("Triton dynamic batching.", factory=BatchingSpec)
