@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test test-unit lint binaries cluster-up cluster-down clean
+.PHONY: demo test test-unit lint binaries images system-packages cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "==> installing ttsfleet and its test/worker dependencies into $(VENV) (first run downloads torch, ~5 GB)"
@@ -15,15 +15,23 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-demo: $(STAMP)
+demo: system-packages $(STAMP)
 	$(VENV)/bin/python -m ttsfleet.demo
 
-test: $(STAMP) lint binaries
+test: system-packages $(STAMP) lint binaries images
 	$(VENV)/bin/pytest
+
+# Debian packages the real node needs (runc, CNI plugins, iptables, mmdebstrap, ...); instant when present.
+system-packages:
+	@devcluster/system-packages.sh
 
 # Outside pytest so that the first, long build shows its progress live (seconds when cached).
 binaries: $(STAMP)
 	$(VENV)/bin/ttsfleet-cluster build
+
+# The real node's container images, built offline and cached by content (seconds when cached).
+images: system-packages binaries
+	$(VENV)/bin/ttsfleet-cluster images
 
 test-unit: $(STAMP)
 	$(VENV)/bin/pytest -m unit

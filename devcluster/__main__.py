@@ -1,7 +1,8 @@
 """``ttsfleet-cluster``: bring the local Kubernetes cluster up or down, or just build its binaries.
 
-ttsfleet-cluster up [--name demo] [--backend local|kind]
+ttsfleet-cluster up [--name demo] [--backend local|kind] [--real-nodes 0|1]
 ttsfleet-cluster status | kubeconfig | down | build
+ttsfleet-cluster images [--only pause,operator,worker]   (build the real node's images offline)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 
 from ttsfleet import logs
-from ttsfleet.devcluster import binaries
+from ttsfleet.devcluster import binaries, images
 from ttsfleet.devcluster.cluster import LocalCluster, default_workdir
 from ttsfleet.devcluster.kind import KindCluster
 
@@ -23,17 +24,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ttsfleet-cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "kubeconfig", "build", "images"))
     parser.add_argument("--name", default="dev", help="cluster name; its files live in the cache dir")
     parser.add_argument(
         "--backend", choices=("local", "kind"), default=os.environ.get("TTSFLEET_CLUSTER_BACKEND", "local")
     )
+    parser.add_argument(
+        "--real-nodes",
+        type=int,
+        choices=(0, 1),
+        default=None,
+        help="real nodes (containerd + kubelet) beside the kwok ones; default 1 where the machine allows",
+    )
+    parser.add_argument("--only", default=",".join(images.DEFAULT_IMAGES), help="images to build (comma-separated)")
     args = parser.parse_args(argv)
     logs.configure()
     workdir = default_workdir(args.name)
     if args.command == "build":
         for name, path in binaries.ensure_binaries().items():
             print(f"{name}\t{path}")
+        return 0
+    if args.command == "images":
+        for report in images.build_all(tuple(name for name in args.only.split(",") if name)):
+            state = f"built {len(report.built_layers)} layer(s)" if report.built_layers else "cached"
+            print(f"{report.ref}\t{report.size_bytes / 1e6:.0f} MB\t{report.seconds:.1f}s\t{state}")
         return 0
     if args.backend == "kind":
         kind = KindCluster(workdir, name=f"ttsfleet-{args.name}")
@@ -44,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(workdir / "kubeconfig")
         return 0
-    cluster = LocalCluster(workdir)
+    cluster = LocalCluster(workdir, real_nodes=args.real_nodes)
     if args.command == "up":
         handle = cluster.up()
         print(handle.kubectl("get", "nodes", "-L", "topology.kubernetes.io/zone").stdout)

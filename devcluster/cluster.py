@@ -2,9 +2,11 @@
 
 etcd, kube-apiserver (RBAC and admission on), kube-controller-manager (garbage collection,
 StatefulSet, disruption, volume binding, ...), kube-scheduler, kwok simulating nodes, and a volume
-recycler. Every component runs as its own process group with its log in ``<workdir>/logs``; the
-pids are kept in ``<workdir>/state.json`` so ``down`` (or the next ``up``) can clean up after a
-run that was killed.
+recycler; where the machine allows (root, runc, CNI plugins), one real node too: containerd,
+kubelet and kube-proxy running real containers from images built offline (see ``realnode``).
+Every component runs as its own process group with its log in ``<workdir>/logs``; the pids are
+kept in ``<workdir>/state.json`` so ``down`` (or the next ``up``) can clean up after a run that
+was killed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 import yaml
 
 from ttsfleet.cache import cache_root
-from ttsfleet.devcluster import addons, binaries, pki, upstream
+from ttsfleet.devcluster import addons, binaries, hostnet, images, pki, realnode, upstream
 from ttsfleet.devcluster.waiting import wait_for
 
 log = logging.getLogger("ttsfleet.devcluster")
@@ -36,6 +38,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_CLUSTER_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 _STOP_GRACE_SECONDS = 10
+_REAL_NODE_BY_DEFAULT = True
 
 
 def default_workdir(name: str) -> Path:
@@ -57,6 +60,12 @@ class ClusterHandle:
     kubectl_path: Path
     helm_path: Path | None = None
     logs_dir: Path = field(default_factory=Path)
+    # The real node(s), where pods run real containers; empty on a kwok-only cluster.
+    real_nodes: list[str] = field(default_factory=list)
+    # image name ("operator", "worker", "pause") -> reference imported into the real node.
+    images: dict[str, str] = field(default_factory=dict)
+    # How pods reach the API server without the `kubernetes` Service (host:port).
+    pod_api_server: str = ""
 
     @property
     def env(self) -> dict[str, str]:
@@ -140,9 +149,21 @@ class _Process:
 class LocalCluster:
     """Bring-up and tear-down of the loopback control plane in one work directory."""
 
-    def __init__(self, workdir: Path, plan: addons.NodePlan | None = None, *, third_party_crds: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        plan: addons.NodePlan | None = None,
+        *,
+        third_party_crds: bool = True,
+        real_nodes: int | None = None,
+    ) -> None:
         self.workdir = workdir
         self.plan = plan or addons.NodePlan()
+        # None: one real node wherever this machine can run it, none (with the reason logged)
+        # elsewhere; TTSFLEET_REAL_NODES=0 or 1 sets it for every cluster (the e2e fixture's too).
+        if real_nodes is None and os.environ.get("TTSFLEET_REAL_NODES") in ("0", "1"):
+            real_nodes = int(os.environ["TTSFLEET_REAL_NODES"])
+        self.real_nodes = real_nodes
         # KEDA's and the Prometheus Operator's CRDs; off for a cluster without those add-ons.
         self.third_party_crds = third_party_crds
         self.logs_dir = workdir / "logs"
@@ -153,9 +174,11 @@ class LocalCluster:
     def up(self) -> ClusterHandle:
         started = time.monotonic()
         self.down(quiet=True)
+        real = self._want_real_node()
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.logs_dir.mkdir(parents=True)
+        layout = realnode.RealNodeLayout(self.workdir) if real else None
         log.info("step 1/6: binaries (built from source on first use, cached in %s)", cache_root() / "bin")
         paths = binaries.ensure_binaries()
         handle = ClusterHandle(
@@ -165,18 +188,37 @@ class LocalCluster:
             helm_path=paths["helm"],
             logs_dir=self.logs_dir,
         )
+        # With a real node the API server listens on the node's address (which pods reach)
+        # instead of loopback; either way only this machine can connect.
+        api_host = realnode.NODE_IP if layout else "127.0.0.1"
         log.info("step 2/6: certificates")
-        certs = pki.generate(self.workdir / "pki", SERVICE_CLUSTER_IP)
-        ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "cm", "scheduler", "kwok")}
-        server = f"https://127.0.0.1:{ports['apiserver']}"
-        for stem in ("admin", "controller-manager", "scheduler", "kwok"):
+        certs = pki.generate(
+            self.workdir / "pki",
+            SERVICE_CLUSTER_IP,
+            extra_ips=(realnode.NODE_IP,) if layout else (),
+            nodes=(layout.name,) if layout else (),
+            node_ip=realnode.NODE_IP if layout else None,
+        )
+        port_names = ["etcd", "etcd-peer", "apiserver", "cm", "scheduler", "kwok"]
+        if layout:
+            port_names += ["kubelet", "kubelet-healthz", "proxy-metrics", "proxy-healthz"]
+        ports = {name: free_port() for name in port_names}
+        server = f"https://{api_host}:{ports['apiserver']}"
+        stems = ["admin", "controller-manager", "scheduler", "kwok"]
+        if layout:
+            stems += ["kube-proxy", pki.Pki.node_stem(layout.name)]
+        for stem in stems:
             self._write_kubeconfig(self.workdir / f"{stem}.kubeconfig", server, certs, stem)
         shutil.copy(self.workdir / "admin.kubeconfig", handle.kubeconfig)
         state: dict[str, Any] = {"pids": {}, "ports": ports, "kubeconfig": str(handle.kubeconfig)}
         try:
+            if layout:
+                log.info("step 2/6: real node %s: cgroups, address %s, pod firewall", layout.name, realnode.NODE_IP)
+                state["real_node"] = {"name": layout.name, "root": str(layout.root)}
+                self._prepare_real_node(state, layout)
             log.info("step 3/6: etcd and kube-apiserver on %s", server)
             self._start(state, self._etcd(paths, ports))
-            self._start(state, self._apiserver(paths, ports, certs))
+            self._start(state, self._apiserver(paths, ports, certs, api_host, real=layout is not None))
             wait_for(
                 lambda: handle.kubectl("get", "--raw=/readyz", check=False, timeout=10).stdout.strip() == "ok",
                 what="kube-apiserver /readyz to answer ok",
@@ -192,6 +234,12 @@ class LocalCluster:
             handle.apply_objects(addons.all_objects(self.plan))
             for crd in upstream.third_party_crds() if self.third_party_crds else []:
                 handle.kubectl("apply", "--server-side", "-f", str(crd))
+            if layout:
+                log.info("step 5/6: real node %s: containerd, images, kubelet, kube-proxy", layout.name)
+                handle.apply_objects(realnode.rbac_objects() + realnode.local_volumes(layout))
+                handle.images = self._start_real_node(state, layout, paths, ports, certs)
+                handle.real_nodes = [layout.name]
+                handle.pod_api_server = f"{api_host}:{ports['apiserver']}"
             log.info("step 6/6: waiting for nodes Ready, CRDs Established, default service account")
             self._wait_healthy(handle)
         except BaseException:
@@ -207,7 +255,11 @@ class LocalCluster:
         return handle
 
     def down(self, quiet: bool = False) -> None:
-        """Stop every component recorded in the state file; logs stay for inspection."""
+        """Stop every component recorded in the state file; logs stay for inspection.
+
+        A real node is removed completely: its containers, mounts, cgroups, interfaces,
+        iptables chains, and the sysctls it changed are restored.
+        """
         if not self.state_file.exists():
             return
         state = json.loads(self.state_file.read_text())
@@ -216,6 +268,11 @@ class LocalCluster:
             _stop_group(pid)
             if not quiet:
                 log.info("stopped %s pid=%d", name, pid)
+        if "real_node" in state and hostnet.owned_by(self.workdir):
+            proxy = state["real_node"].get("kube_proxy")
+            for action in hostnet.cleanup(Path(state["real_node"]["root"]), Path(proxy) if proxy else None):
+                if not quiet:
+                    log.info("real node: %s", action)
         self.state_file.unlink()
 
     def handle(self) -> ClusterHandle:
@@ -223,13 +280,145 @@ class LocalCluster:
         if not self.state_file.exists():
             raise RuntimeError(f"no cluster running in {self.workdir}; run `ttsfleet-cluster up` first")
         paths = binaries.ensure_binaries(("kubernetes", "helm"))
+        state = json.loads(self.state_file.read_text())
+        real = state.get("real_node", {})
         return ClusterHandle(
             workdir=self.workdir,
             kubeconfig=self.workdir / "kubeconfig",
             kubectl_path=paths["kubectl"],
             helm_path=paths["helm"],
             logs_dir=self.logs_dir,
+            real_nodes=[real["name"]] if real else [],
+            images=dict(real.get("images", {})),
+            pod_api_server=real.get("pod_api_server", ""),
         )
+
+    # -- the real node ----------------------------------------------------------------------------
+
+    def _want_real_node(self) -> bool:
+        """Whether this ``up`` gets a real node; cleans what a crashed run left on the machine."""
+        if self.real_nodes == 0 or (self.real_nodes is None and not _REAL_NODE_BY_DEFAULT):
+            return False
+        reason = hostnet.unavailable_reason()
+        if reason is None:
+            owner = hostnet.current_owner()
+            if owner is not None and owner != self.workdir:
+                reason = f"cluster {owner} holds this machine's real node (one per machine)"
+        if reason is not None:
+            if self.real_nodes:
+                raise RuntimeError(f"cannot start a real node: {reason}")
+            log.warning("no real node in this cluster: %s; kwok nodes only", reason)
+            return False
+        # Nothing alive holds the node: whatever is left from a killed run goes now.
+        for action in hostnet.cleanup(realnode.RealNodeLayout(self.workdir).root, None):
+            log.info("cleaned after an earlier run: %s", action)
+        return True
+
+    def _prepare_real_node(self, state: dict[str, Any], layout: realnode.RealNodeLayout) -> None:
+        hostnet.claim(self.workdir)
+        self.state_file.write_text(json.dumps(state, indent=2))
+        hostnet.save_sysctls()
+        hostnet.make_cgroups()
+        hostnet.make_node_address()
+        hostnet.route_services(SERVICE_CIDR)
+        hostnet.install_firewall(SERVICE_CIDR)
+        for slot in range(layout.volumes):
+            layout.disk(slot).mkdir(parents=True, exist_ok=True)
+        layout.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        (layout.cni_conf_dir / "10-ttsfleet.conflist").write_text(
+            json.dumps(realnode.cni_config(layout, SERVICE_CIDR), indent=2)
+        )
+
+    def _start_real_node(
+        self,
+        state: dict[str, Any],
+        layout: realnode.RealNodeLayout,
+        paths: dict[str, Path],
+        ports: dict[str, int],
+        certs: pki.Pki,
+    ) -> dict[str, str]:
+        runtime = binaries.ensure_binaries(("containerd",))
+        state["real_node"]["kube_proxy"] = str(paths["kube-proxy"])
+        pause = images.pause_image()
+        config = self.workdir / "containerd.toml"
+        config.write_text(realnode.containerd_config(layout, pause.ref, runtime["containerd-shim-runc-v2"].parent))
+        env = dict(os.environ)
+        # containerd finds its runc shim on PATH: the one built with it comes first.
+        env["PATH"] = f"{runtime['containerd'].parent}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+        self._start(
+            state,
+            _Process("containerd", [str(runtime["containerd"]), f"--config={config}"]),
+            env=env,
+            preexec=hostnet.enter_runtime_cgroup,
+        )
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    [str(runtime["ctr"]), "--address", str(layout.containerd_socket), "version"], capture_output=True
+                ).returncode
+                == 0
+            ),
+            what="containerd to answer on its socket",
+            timeout=60,
+            describe=lambda: self._log_tail("containerd"),
+        )
+        imported: dict[str, str] = {}
+        for name in images.IMAGES:
+            image = images.IMAGES[name]()
+            if not images.buildable_now(image):
+                log.info("image %s not built (run `ttsfleet-cluster images --only %s`); not imported", name, name)
+                continue
+            # Only seconds of work left (the project layer after a code change, the pause binary).
+            images.build(image)
+            seconds = images.import_image(image, runtime["ctr"], layout.containerd_socket)
+            log.info("imported %s in %.1fs", image.ref, seconds)
+            imported[name] = image.ref
+        state["real_node"]["images"] = imported
+
+        kubelet_config = self.workdir / "kubelet.yaml"
+        kubelet_config.write_text(
+            yaml.safe_dump(
+                realnode.kubelet_config(
+                    layout,
+                    ca_file=certs.ca_cert,
+                    tls_cert=certs.kubelet_serving_cert(layout.name),
+                    tls_key=certs.kubelet_serving_key(layout.name),
+                    port=ports["kubelet"],
+                    healthz_port=ports["kubelet-healthz"],
+                )
+            )
+        )
+        self._start(
+            state,
+            _Process(
+                "kubelet",
+                realnode.kubelet_args(
+                    layout,
+                    paths["kubelet"],
+                    config=kubelet_config,
+                    kubeconfig=self.workdir / f"{pki.Pki.node_stem(layout.name)}.kubeconfig",
+                    labels=realnode.node_labels(layout),
+                ),
+            ),
+        )
+        proxy_config = self.workdir / "kube-proxy.yaml"
+        proxy_config.write_text(
+            yaml.safe_dump(
+                realnode.kube_proxy_config(
+                    self.workdir / "kube-proxy.kubeconfig", POD_CIDR, ports["proxy-metrics"], ports["proxy-healthz"]
+                )
+            )
+        )
+        self._start(
+            state,
+            _Process(
+                "kube-proxy",
+                [str(paths["kube-proxy"]), f"--config={proxy_config}", f"--hostname-override={layout.name}", "--v=1"],
+            ),
+        )
+        state["real_node"]["pod_api_server"] = f"{realnode.NODE_IP}:{ports['apiserver']}"
+        self.state_file.write_text(json.dumps(state, indent=2))
+        return imported
 
     # -- components -----------------------------------------------------------------------------
 
@@ -253,14 +442,35 @@ class LocalCluster:
             ],
         )
 
-    def _apiserver(self, paths: dict[str, Path], ports: dict[str, int], certs: pki.Pki) -> _Process:
+    def _apiserver(
+        self, paths: dict[str, Path], ports: dict[str, int], certs: pki.Pki, host: str, *, real: bool
+    ) -> _Process:
+        extra: list[str] = []
+        if real:
+            extra = [
+                # The kubelet's address is the node's InternalIP; its name does not resolve.
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={certs.client_cert('apiserver-kubelet-client')}",
+                f"--kubelet-client-key={certs.client_key('apiserver-kubelet-client')}",
+                f"--kubelet-certificate-authority={certs.ca_cert}",
+            ]
         return _Process(
             "kube-apiserver",
             [
                 str(paths["kube-apiserver"]),
                 f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                # The `kubernetes` Service's endpoint: pods reach the API server there.
+                f"--advertise-address={host}",
+                *extra,
+                # Aggregated API servers (KEDA's metrics adapter) authenticate proxied requests by these.
+                f"--requestheader-client-ca-file={certs.front_proxy_ca_cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={certs.front_proxy_client_cert}",
+                f"--proxy-client-key-file={certs.front_proxy_client_key}",
                 f"--secure-port={ports['apiserver']}",
                 f"--tls-cert-file={certs.apiserver_cert}",
                 f"--tls-private-key-file={certs.apiserver_key}",
@@ -352,7 +562,13 @@ class LocalCluster:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _start(self, state: dict[str, Any], process: _Process) -> None:
+    def _start(
+        self,
+        state: dict[str, Any],
+        process: _Process,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
         log_path = self.logs_dir / f"{process.name}.log"
         with log_path.open("ab") as log_file:
             # A session of its own: `ttsfleet-cluster up` returns while the cluster runs on,
@@ -364,6 +580,8 @@ class LocalCluster:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=self.workdir,
+                env=env,
+                preexec_fn=preexec,
             )
         state["pids"][process.name] = child.pid
         self.state_file.write_text(json.dumps(state, indent=2))
@@ -388,13 +606,19 @@ class LocalCluster:
                 "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
                 check=False,
             ).stdout.split()
-            return len(out) == len(self.plan.node_names()) and all(status == "True" for status in out)
+            return len(out) == expected and all(status == "True" for status in out)
 
+        real = json.loads(self.state_file.read_text()).get("real_node")
+        expected = len(self.plan.node_names()) + (1 if real else 0)
         wait_for(
             nodes_ready,
-            what=f"{len(self.plan.node_names())} kwok nodes to be Ready",
+            what=f"{len(self.plan.node_names())} kwok nodes" + (" and the real node" if real else "") + " to be Ready",
             timeout=60,
-            describe=lambda: handle.kubectl("get", "nodes", "-o", "wide", check=False).stdout + self._log_tail("kwok"),
+            describe=lambda: (
+                handle.kubectl("get", "nodes", "-o", "wide", check=False).stdout
+                + self._log_tail("kwok")
+                + (self._log_tail("kubelet") if real else "")
+            ),
         )
         if self.third_party_crds:
             handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
@@ -481,9 +705,13 @@ def reap_stale(prefix: str, keep: int = 1) -> None:
 
 @contextmanager
 def running(
-    workdir: Path, plan: addons.NodePlan | None = None, *, third_party_crds: bool = True
+    workdir: Path,
+    plan: addons.NodePlan | None = None,
+    *,
+    third_party_crds: bool = True,
+    real_nodes: int | None = None,
 ) -> Iterator[ClusterHandle]:
-    cluster = LocalCluster(workdir, plan, third_party_crds=third_party_crds)
+    cluster = LocalCluster(workdir, plan, third_party_crds=third_party_crds, real_nodes=real_nodes)
     handle = cluster.up()
     try:
         yield handle

@@ -3,8 +3,9 @@
 An image is a stack of layers; each layer is built once into ``<cache>/images/layers/<key>.tar``
 where ``key`` hashes exactly what goes into it, so editing the project's code rebuilds only the
 small project layer and never the Debian base or the Python dependencies. The image tag hashes
-the layer keys and the image config. Importing streams a docker-archive (``ocitar``) straight
-into ``ctr images import``; nothing is ever pulled from a registry.
+the layer keys and the image config. Importing streams an OCI layout (``ocitar``) straight into
+``ctr images import``, leaving out the layers containerd already holds; nothing is ever pulled
+from a registry.
 
 - ``pause``: the CRI sandbox, ``pause.c`` from the Kubernetes module compiled ``gcc -static``.
 - ``operator``: Debian minbase + python3, the ``operator`` extra, the project.
@@ -28,7 +29,11 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from ttsfleet.cache import cache_root
 from ttsfleet.devcluster import ocitar, upstream, versions
@@ -53,6 +58,8 @@ class Layer:
     name: str
     key_inputs: tuple[str, ...]
     build: Callable[[Path], None]  # writes the layer tarball to the given path
+    # Seconds to build (the project, pause): `up` builds such layers itself when missing.
+    cheap: bool = False
 
     @property
     def key(self) -> str:
@@ -117,7 +124,7 @@ def pause_layer() -> Layer:
             with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
                 archive.add(binary, "pause", filter=_root_owned)
 
-    return Layer("pause", (source.read_text(), _tool_version("gcc", "--version")), build)
+    return Layer("pause", (source.read_text(), _tool_version("gcc", "--version")), build, cheap=True)
 
 
 def debian_layer(packages: tuple[str, ...]) -> Layer:
@@ -147,36 +154,77 @@ def requirements(extra: str) -> list[str]:
     return sorted([*project["dependencies"], *project["optional-dependencies"][extra]])
 
 
-def python_deps_layer(extra: str) -> Layer:
-    """The extra's third-party packages in the image's venv; keyed by the pinned requirements only.
+def dependency_closure(extra: str) -> list[metadata.Distribution]:
+    """The installed distributions the extra needs (transitively), as ``make`` installed them."""
+    wanted: list[tuple[Requirement, frozenset[str]]] = [(Requirement(r), frozenset()) for r in requirements(extra)]
+    found: dict[str, metadata.Distribution] = {}
+    extras_of: dict[str, set[str]] = {}
+    while wanted:
+        requirement, _ = wanted.pop()
+        name = canonicalize_name(requirement.name)
+        new_extras = set(requirement.extras) - extras_of.get(name, set())
+        if name in found and not new_extras:
+            continue
+        try:
+            dist = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError as error:
+            raise RuntimeError(
+                f"{requirement.name} (needed by the {extra} image) is not installed here; run `make` first"
+            ) from error
+        found[name] = dist
+        extras_of.setdefault(name, set()).update(requirement.extras)
+        for line in dist.requires or []:
+            child = Requirement(line)
+            environments = [{"extra": extra_name} for extra_name in (*extras_of[name], "")]
+            if child.marker is None or any(child.marker.evaluate(env) for env in environments):
+                wanted.append((child, frozenset()))
+    found.pop(canonicalize_name("ttsfleet"), None)
+    return sorted(found.values(), key=lambda dist: canonicalize_name(dist.metadata["Name"]))
 
-    Installed by this machine's pip (Python 3.11 like the image's), from its wheel cache.
-    """
-    reqs = requirements(extra)
+
+def python_deps_layer(extra: str) -> Layer:
+    """The extra's third-party packages in the image's venv, copied from this machine's venv
+    (Python 3.11 like the image's): the exact versions ``make`` installed, nothing downloaded.
+    Keyed by those name==version pins only, never by the project's code."""
+    closure = dependency_closure(extra)
+    pins = [f"{canonicalize_name(dist.metadata['Name'])}=={dist.version}" for dist in closure]
 
     def build(out: Path) -> None:
-        with tempfile.TemporaryDirectory(dir=layers_dir()) as tmp:
-            target = Path(tmp) / SITE_PACKAGES.lstrip("/")
-            _run_logged(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--no-input",
-                    "--disable-pip-version-check",
-                    "--target",
-                    str(target),
-                    *reqs,
-                ],
-                f"pip install {extra} dependencies",
-            )
-            # Console scripts pip wrote point at this machine's interpreter; the image has its own.
-            shutil.rmtree(target / "bin", ignore_errors=True)
-            _tar_tree(Path(tmp), out)
+        site = SITE_PACKAGES.lstrip("/")
+        seen: set[str] = set()
+        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
+            for directory in _parents(site):
+                archive.add(Path("/"), directory, recursive=False, filter=_directory_entry)
+            for dist in closure:
+                for record in dist.files or []:
+                    relative = str(record)
+                    # Console scripts (../../../bin) point at this machine's interpreter.
+                    if relative.startswith("..") or relative in seen:
+                        continue
+                    source = Path(str(dist.locate_file(record)))
+                    if not source.exists():
+                        continue
+                    for parent in _parents(relative)[:-1]:
+                        if parent not in seen:
+                            seen.add(parent)
+                            archive.add(source.parent, f"{site}/{parent}", recursive=False, filter=_directory_entry)
+                    seen.add(relative)
+                    archive.add(source, f"{site}/{relative}", recursive=False, filter=_root_owned)
 
-    return Layer(f"py-{extra}", (PYTHON_VERSION, *reqs), build)
+    return Layer(f"py-{extra}", (PYTHON_VERSION, *pins), build)
+
+
+def _parents(relative: str) -> list[str]:
+    """``a/b/c`` -> ``["a", "a/b", "a/b/c"]``."""
+    parts = relative.split("/")
+    return ["/".join(parts[: index + 1]) for index in range(len(parts))]
+
+
+def _directory_entry(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info = _root_owned(info)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info
 
 
 def _source_files() -> list[Path]:
@@ -189,7 +237,7 @@ def _source_files() -> list[Path]:
 
 
 def project_layer(extra: str, uid: int, scripts: dict[str, str], writable: tuple[str, ...]) -> Layer:
-    """The project itself (a wheel built from this checkout), the venv around it and its entry points."""
+    """The project itself (this checkout's ``ttsfleet`` package), the venv around it and its entry points."""
     digest = hashlib.sha256()
     for path in _source_files():
         digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
@@ -198,18 +246,8 @@ def project_layer(extra: str, uid: int, scripts: dict[str, str], writable: tuple
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory(dir=layers_dir()) as tmp:
             root = Path(tmp) / "root"
-            wheels = Path(tmp) / "wheels"
-            _run_logged(
-                [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO_ROOT)],
-                "build the ttsfleet wheel",
-            )
-            wheel = next(wheels.glob("ttsfleet-*.whl"))
             site = root / SITE_PACKAGES.lstrip("/")
-            _run_logged(
-                [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
-                "install the ttsfleet wheel",
-            )
-            shutil.rmtree(site / "bin", ignore_errors=True)
+            _install_project(site)
             venv = root / VENV.lstrip("/")
             (venv / "bin").mkdir(parents=True, exist_ok=True)
             (venv / "pyvenv.cfg").write_text(
@@ -228,7 +266,29 @@ def project_layer(extra: str, uid: int, scripts: dict[str, str], writable: tuple
                 (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
             _tar_tree(root, out, owned_by={directory.lstrip("/"): uid for directory in writable})
 
-    return Layer(f"project-{extra}", (source_key, str(uid), json.dumps(scripts), *writable), build)
+    return Layer(f"project-{extra}", (source_key, str(uid), json.dumps(scripts), *writable), build, cheap=True)
+
+
+def _install_project(site: Path) -> None:
+    """What installing the project's wheel would put in site-packages, in a second: the package
+    tree (its symlinked subpackages resolved, data files included), byte-compiled because the
+    root filesystem is read-only, and a dist-info so importlib.metadata finds it. Building a real
+    wheel needs setuptools in an isolated environment: tens of seconds on every code change."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    shutil.copytree(
+        REPO_ROOT / "src" / "ttsfleet", site / "ttsfleet", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    dist_info = site / f"ttsfleet-{project['version']}.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: ttsfleet\nVersion: {project['version']}\n"
+        f"Requires-Python: {project['requires-python']}\n"
+    )
+    scripts = "".join(f"{name} = {target}\n" for name, target in sorted(project["scripts"].items()))
+    (dist_info / "entry_points.txt").write_text(f"[console_scripts]\n{scripts}")
+    (dist_info / "INSTALLER").write_text("ttsfleet-cluster images\n")
+    (dist_info / "RECORD").write_text("")
+    _run_logged([sys.executable, "-m", "compileall", "-q", str(site / "ttsfleet")], "byte-compile ttsfleet")
 
 
 # -- images -----------------------------------------------------------------------------------
@@ -243,11 +303,25 @@ def _scripts(*names: str) -> dict[str, str]:
     return {name: scripts[name] for name in names}
 
 
+# One Debian base for both Python images (containerd stores a shared layer once): python3, and
+# what tritonserver and its python backend stub (from the nvidia-pytriton wheel) link against
+# beyond the libraries the wheel bundles (found with ldd).
+BASE_PACKAGES = (
+    "python3",
+    "ca-certificates",
+    "libpython3.11",
+    "libexpat1",
+    "libstdc++6",
+    "zlib1g",
+    "libgomp1",
+)
+
+
 def operator_image() -> Image:
     return Image(
         "operator",
         (
-            debian_layer(("python3", "ca-certificates")),
+            debian_layer(BASE_PACKAGES),
             python_deps_layer("operator"),
             project_layer("operator", OPERATOR_UID, _scripts("ttsfleet-operator"), ()),
         ),
@@ -260,26 +334,12 @@ def operator_image() -> Image:
     )
 
 
-# The shared libraries tritonserver (from the nvidia-pytriton wheel) links against.
-WORKER_DEBIAN_PACKAGES = (
-    "python3",
-    "ca-certificates",
-    "libpython3.11",
-    "libarchive13",
-    "libb64-0d",
-    "libnuma1",
-    "libssl3",
-    "zlib1g",
-    "libgomp1",
-)
-
-
 def worker_image() -> Image:
     """The CPU worker: same entry points, user and paths as worker/Dockerfile."""
     return Image(
         "worker",
         (
-            debian_layer(WORKER_DEBIAN_PACKAGES),
+            debian_layer(BASE_PACKAGES),
             python_deps_layer("worker"),
             project_layer(
                 "worker",
@@ -314,7 +374,17 @@ def worker_image() -> Image:
 
 IMAGES: dict[str, Callable[[], Image]] = {"pause": pause_image, "operator": operator_image, "worker": worker_image}
 # What `ttsfleet-cluster images` (and so `make test`) builds and `up` imports.
-DEFAULT_IMAGES = ("pause", "operator")
+DEFAULT_IMAGES = ("pause", "operator", "worker")
+
+
+def buildable_now(image: Image) -> bool:
+    """Whether only cheap layers are missing (after a code change, say): then `up` builds them."""
+    return all(layer.cheap or _complete(layer) for layer in image.layers)
+
+
+def _complete(layer: Layer) -> bool:
+    path = layer_file(layer)
+    return path.exists() and path.with_suffix(".sha256").exists()
 
 
 def layer_file(layer: Layer) -> Path:
@@ -325,18 +395,25 @@ def ensure_layer(layer: Layer) -> tuple[ocitar.LayerFile, bool]:
     """The layer's tarball, built when absent; True when it was built now."""
     path = layer_file(layer)
     digest_path = path.with_suffix(".sha256")
-    if path.exists() and digest_path.exists():
+    if _complete(layer):
         return ocitar.LayerFile(path, digest_path.read_text().strip()), False
     layers_dir().mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     log.info("building layer %s (first time only)", layer.key)
-    partial = path.with_suffix(".partial")
+    # Per process (two test sessions may build the same layer at once), and a .tar name:
+    # mmdebstrap picks its output format from the extension.
+    partial = layers_dir() / f".{layer.key}.{os.getpid()}.partial.tar"
     partial.unlink(missing_ok=True)
-    layer.build(partial)
-    digest = ocitar.sha256_file(partial)
-    # Rename last so a killed build never leaves a layer that looks complete.
-    partial.rename(path)
-    digest_path.write_text(digest)
+    try:
+        layer.build(partial)
+        digest = ocitar.sha256_file(partial)
+        digest_partial = partial.with_suffix(".sha256")
+        digest_partial.write_text(digest)
+        digest_partial.rename(digest_path)
+        # The tarball last: a killed build never leaves a layer that looks complete.
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
     log.info("built layer %s in %.0fs (%.0f MB)", layer.key, time.monotonic() - started, path.stat().st_size / 1e6)
     return ocitar.LayerFile(path, digest), True
 
@@ -369,6 +446,7 @@ def import_image(image: Image, ctr: Path, address: Path) -> float:
     if image.ref in listed.split():
         return 0.0
     started = time.monotonic()
+    present = subprocess.run([*base, "content", "ls", "-q"], capture_output=True, text=True, check=True).stdout
     process = subprocess.Popen(
         [*base, "images", "import", "--no-unpack=false", "--local", "-"],
         stdin=subprocess.PIPE,
@@ -377,7 +455,9 @@ def import_image(image: Image, ctr: Path, address: Path) -> float:
     )
     assert process.stdin is not None and process.stdout is not None
     try:
-        ocitar.write_archive(process.stdin, image.ref, image.config, layer_files(image))
+        ocitar.write_archive(
+            process.stdin, image.ref, image.config, layer_files(image), skip=frozenset(present.split())
+        )
     finally:
         process.stdin.close()
     output = process.stdout.read().decode(errors="replace")

@@ -1,8 +1,10 @@
-"""Write a docker-archive image tarball (what ``docker save`` makes and ``ctr images import``
-reads) from layer tarballs, with the standard library only: no Docker engine, no registry.
+"""Write an OCI image-layout tarball (what ``ctr images import`` reads) from layer tarballs,
+with the standard library only: no Docker engine, no registry.
 
 Layers stay uncompressed: each one's digest is then also its ``diff_id``, and containerd
-unpacks it without a decompression pass.
+unpacks it without a decompression pass. Blobs the importing containerd already holds can be
+left out (``skip``): it finds them by digest in its content store, so re-importing an image
+whose project layer changed streams megabytes, not the multi-GB dependency layer.
 """
 
 from __future__ import annotations
@@ -66,26 +68,55 @@ def config_document(config: ImageConfig, layers: Iterable[LayerFile]) -> dict[st
     }
 
 
-def write_archive(out: IO[bytes], ref: str, config: ImageConfig, layers: list[LayerFile]) -> str:
-    """Stream a docker-archive for ``ref`` into ``out``; returns the image ID (config digest)."""
+LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+
+
+def _descriptor(media_type: str, digest: str, size: int) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": size}
+
+
+def write_archive(
+    out: IO[bytes], ref: str, config: ImageConfig, layers: list[LayerFile], skip: frozenset[str] = frozenset()
+) -> str:
+    """Stream an OCI layout for ``ref`` into ``out``; returns the image ID (config digest).
+
+    ``skip`` holds digests (``sha256:...``) of layer blobs the reader already has.
+    """
     config_bytes = json.dumps(config_document(config, layers), sort_keys=True).encode()
     config_digest = hashlib.sha256(config_bytes).hexdigest()
-    manifest = [
-        {
-            "Config": f"{config_digest}.json",
-            "RepoTags": [ref],
-            "Layers": [f"{layer.digest}/layer.tar" for layer in layers],
-        }
-    ]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": _descriptor(CONFIG_MEDIA_TYPE, config_digest, len(config_bytes)),
+        "layers": [_descriptor(LAYER_MEDIA_TYPE, layer.digest, layer.path.stat().st_size) for layer in layers],
+    }
+    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+    manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                **_descriptor(MANIFEST_MEDIA_TYPE, manifest_digest, len(manifest_bytes)),
+                "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref},
+            }
+        ],
+    }
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        _add_bytes(archive, f"{config_digest}.json", config_bytes)
+        _add_bytes(archive, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         for layer in layers:
-            info = tarfile.TarInfo(f"{layer.digest}/layer.tar")
+            if f"sha256:{layer.digest}" in skip:
+                continue
+            info = tarfile.TarInfo(f"blobs/sha256/{layer.digest}")
             info.size = layer.path.stat().st_size
             info.mode = 0o644
             with layer.path.open("rb") as handle:
                 archive.addfile(info, handle)
-        _add_bytes(archive, "manifest.json", json.dumps(manifest).encode())
+        _add_bytes(archive, f"blobs/sha256/{config_digest}", config_bytes)
+        _add_bytes(archive, f"blobs/sha256/{manifest_digest}", manifest_bytes)
+        _add_bytes(archive, "index.json", json.dumps(index).encode())
     return config_digest
 
 

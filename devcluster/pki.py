@@ -35,6 +35,9 @@ CLIENTS: tuple[ClientIdentity, ...] = (
     # kwok plays every kubelet at once: it updates node and pod status for all simulated nodes,
     # which the Node authorizer would refuse to a single node identity.
     ClientIdentity("kwok", "kwok-controller", ("system:masters",)),
+    # The real node's agents and the API server's own client for kubectl logs/exec/port-forward.
+    ClientIdentity("kube-proxy", "system:kube-proxy"),
+    ClientIdentity("apiserver-kubelet-client", "kube-apiserver-kubelet-client"),
 )
 
 
@@ -65,6 +68,28 @@ class Pki:
     @property
     def service_account_pub(self) -> Path:
         return self.directory / "sa.pub"
+
+    @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.directory / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.directory / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.directory / "front-proxy-client.key"
+
+    def kubelet_serving_cert(self, node: str) -> Path:
+        return self.directory / f"kubelet-{node}-serving.crt"
+
+    def kubelet_serving_key(self, node: str) -> Path:
+        return self.directory / f"kubelet-{node}-serving.key"
+
+    @staticmethod
+    def node_stem(node: str) -> str:
+        return f"node-{node}"
 
     def client_cert(self, stem: str) -> Path:
         return self.directory / f"{stem}.crt"
@@ -111,8 +136,60 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
-def generate(directory: Path, service_cluster_ip: str) -> Pki:
-    """Write a complete PKI into ``directory`` and return its file layout."""
+def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _new_key()
+    name = _name(common_name)
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _leaf(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = _new_key()
+    builder = _builder(subject, ca_cert.subject, key.public_key()).add_extension(
+        x509.ExtendedKeyUsage([usage]), critical=False
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def generate(
+    directory: Path,
+    service_cluster_ip: str,
+    extra_ips: tuple[str, ...] = (),
+    nodes: tuple[str, ...] = (),
+    node_ip: str | None = None,
+) -> Pki:
+    """Write a complete PKI into ``directory`` and return its file layout.
+
+    ``extra_ips`` are more addresses the API server serves on (the real node's address, which
+    pods reach); each of ``nodes`` gets a kubelet client identity ``system:node:<name>`` and a
+    serving certificate for ``node_ip``.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
 
@@ -149,6 +226,7 @@ def generate(directory: Path, service_cluster_ip: str) -> Pki:
         x509.DNSName("kubernetes.default.svc.cluster.local"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(service_cluster_ip)),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     server_cert = (
         _builder(_name("kube-apiserver"), ca_name, server_key.public_key())
@@ -168,6 +246,27 @@ def generate(directory: Path, service_cluster_ip: str) -> Pki:
         )
         _write_key(pki.client_key(client.file_stem), key)
         _write_cert(pki.client_cert(client.file_stem), cert)
+
+    for node in nodes:
+        key, cert = _leaf(
+            ca_key, ca_cert, _name(f"system:node:{node}", ("system:nodes",)), ExtendedKeyUsageOID.CLIENT_AUTH
+        )
+        _write_key(pki.client_key(pki.node_stem(node)), key)
+        _write_cert(pki.client_cert(pki.node_stem(node)), cert)
+        node_sans: list[x509.GeneralName] = [x509.DNSName(node)]
+        if node_ip:
+            node_sans.append(x509.IPAddress(ipaddress.ip_address(node_ip)))
+        key, cert = _leaf(ca_key, ca_cert, _name(node), ExtendedKeyUsageOID.SERVER_AUTH, node_sans)
+        _write_key(pki.kubelet_serving_key(node), key)
+        _write_cert(pki.kubelet_serving_cert(node), cert)
+
+    # Aggregated API servers (KEDA's metrics adapter) trust requests the API server proxies
+    # only when signed by this separate CA.
+    front_key, front_cert = _ca("ttsfleet-front-proxy-ca")
+    _write_cert(pki.front_proxy_ca_cert, front_cert)
+    key, cert = _leaf(front_key, front_cert, _name("front-proxy-client"), ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_key(pki.front_proxy_client_key, key)
+    _write_cert(pki.front_proxy_client_cert, cert)
 
     sa_key = _new_key()
     _write_key(pki.service_account_key, sa_key)

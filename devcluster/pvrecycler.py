@@ -3,18 +3,41 @@
 With ``kubernetes.io/no-provisioner`` nothing deletes a local volume once its claim is gone: the
 PV sits ``Released`` (or ``Failed`` under reclaim ``Delete``) and can never bind again. The real
 provisioner wipes the disk and recreates the PV; here the "disk" holds nothing, so clearing the
-claim reference is the whole job. Runs as its own process next to the control plane.
+claim reference is the whole job, except for the real node's volumes (annotated
+``ttsfleet.io/wipe-on-release``), whose directories are emptied first, as a fresh disk would be.
+Runs as its own process next to the control plane.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
+from pathlib import Path
 
 from kubernetes import client, config
 
+from ttsfleet.cache import cache_root
 from ttsfleet.devcluster.addons import LOCAL_SSD_LABEL
+
+WIPE_ANNOTATION = "ttsfleet.io/wipe-on-release"  # realnode.WIPE_ANNOTATION (no import cycle)
+
+
+def wipe(path: Path) -> None:
+    """Empty a released real-node volume; only directories under the clusters' own folders."""
+    root = (cache_root() / "clusters").resolve()
+    resolved = path.resolve()
+    if root not in resolved.parents:
+        raise ValueError(f"refusing to wipe {path}: not under {root}")
+    if not resolved.is_dir():
+        return
+    for entry in resolved.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
 
 log = logging.getLogger("ttsfleet.devcluster.pvrecycler")
 
@@ -26,6 +49,10 @@ def recycle_once(api: client.CoreV1Api) -> int:
         name = volume.metadata.name if volume.metadata else None
         if name is None or phase not in ("Released", "Failed"):
             continue
+        annotations = (volume.metadata.annotations if volume.metadata else None) or {}
+        local = volume.spec.local if volume.spec else None
+        if annotations.get(WIPE_ANNOTATION) == "true" and local is not None:
+            wipe(Path(local.path))
         api.patch_persistent_volume(name, [{"op": "remove", "path": "/spec/claimRef"}])
         log.info("recycled volume=%s previous_phase=%s", name, phase)
         recycled += 1

@@ -91,7 +91,8 @@ def test_statefulset_claims_bind_to_local_volumes_on_the_pods_node(cluster: Clus
 def test_nodes_advertise_zones_and_gpus_and_oversized_gpu_requests_stay_pending(
     cluster: ClusterHandle, namespace: str
 ) -> None:
-    nodes = _get(cluster, "nodes")["items"]
+    # The simulated GPU machines; a real node (if any) is the CPU machine this runs on.
+    nodes = _get(cluster, "nodes", "-l", "type=kwok")["items"]
     zones = {node["metadata"]["labels"]["topology.kubernetes.io/zone"] for node in nodes}
     assert len(zones) >= 3
     assert all(node["status"]["allocatable"]["nvidia.com/gpu"] == "4" for node in nodes)
