@@ -1,122 +1,95 @@
-"""kopf wiring: every trigger calls :meth:`Reconciler.reconcile` and nothing else.
+"""kopf wiring: indexes that keep what the watches show, and event handlers that only enqueue.
 
-Triggers: the TTSDeployment's own watch events (the initial listing is "resume", then
-create/update), watch events of its children and pods (drift, deletion, readiness), and a
-periodic resync. All of them are ``on.event``-style or operator-level: no kopf state is stored
-on the fleets and no finalizer is ever added (kopf timers would add one), so a fleet deleted
-while the operator is away is simply garbage-collected.
+Read top to bottom, a fleet goes: handlers (enqueue its key) → controller (work queue, one pass
+per fleet at a time, resync from memory) → reconcile (desired/<kind>, apply what differs, status).
+
+Triggers: the TTSDeployment's own watch events, watch events of its children and pods (drift,
+deletion, readiness), the optional add-ons' CRDs appearing, and the periodic resync. All of them
+are ``on.event``-style or operator-level: no kopf state is stored on the fleets and no finalizer
+is ever added (kopf timers would add one), so a fleet deleted while the operator is away is
+simply garbage-collected. The handlers are coroutines: they run on kopf's event loop, next to
+the queue and the indexes, and never wait on the API server. Events that only echo our own
+writes (our status write, our apply of a child) and the initial listings of children and pods
+enqueue nothing: the fleets' own initial listing runs every fleet once, with kopf's indexes
+already filled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from ttsfleet.operator import kinds, metrics, naming, peering, requeue, spec
+from ttsfleet.operator import cache, kinds, metrics, naming, requeue, spec
+from ttsfleet.operator.controller import Controller, Options
 from ttsfleet.operator.kube import ApiError, Kube
-from ttsfleet.operator.peering import DEFAULT_LIFETIME_SECONDS
 from ttsfleet.operator.reconcile import Reconciler
+
+__all__ = ["Options", "build_registry", "ensure_peering"]
 
 log = logging.getLogger(__name__)
 
-# Children (and the pods the StatefulSet creates) whose changes may change a fleet.
-WATCHED_CHILDREN: tuple[tuple[str, str, str], ...] = (
-    ("apps", "v1", "statefulsets"),
-    ("", "v1", "services"),
-    ("", "v1", "configmaps"),
-    ("", "v1", "pods"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),
-)
-
-
-@dataclass(frozen=True)
-class Options:
-    namespaces: tuple[str, ...] = ()
-    clusterwide: bool = False
-    resync_seconds: float = 30.0
-    max_workers: int = 8
-    # HA: the kopf peering this replica belongs to (None: standalone), its identity and priority.
-    peering: str | None = None
-    identity: str = ""
-    priority: int = 0
-    peering_lifetime: int = DEFAULT_LIFETIME_SECONDS
-
-
-def _reconcile(memo: Any, namespace: str, name: str) -> None:
-    reconciler: Reconciler = memo["reconciler"]
-    # kopf delivers events only to a replica that is active (not paused by its peering).
-    metrics.ACTIVE.set(1)
-    reconciler.reconcile(namespace, name)
-
-
-def on_fleet_event(memo: Any, type: str, namespace: str | None, name: str, **_: Any) -> None:
-    if type == "DELETED" or namespace is None:
-        return  # garbage collection follows the owner references
-    _reconcile(memo, namespace, name)
-
-
-def on_child_event(memo: Any, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    owner = labels.get(naming.LABEL_DEPLOYMENT)
-    if owner and namespace:
-        _reconcile(memo, namespace, owner)
-
-
 OPTIONAL_CRDS = frozenset(kind.crd_name for kind in kinds.OPTIONAL_KINDS)
+# Server-side label selectors: the API server sends only our children and the fleets' pods.
+CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
+POD_SELECTOR = f"{naming.LABEL_NAME}={naming.APP_NAME}"
+CHILD_LABELS: dict[str, Any] = {naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER, naming.LABEL_DEPLOYMENT: kopf.PRESENT}
+POD_LABELS: dict[str, Any] = {naming.LABEL_NAME: naming.APP_NAME, naming.LABEL_INSTANCE: kopf.PRESENT}
 
 
-def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:
+def _selector(kind: kinds.Kind) -> tuple[str, str, str]:
+    group, _, version = kind.api_version.rpartition("/")
+    return group, version, kind.plural
+
+
+async def on_fleet_event(memo: Any, type: str | None, namespace: str | None, name: str, body: Any, **_: Any) -> None:
+    controller: Controller = memo["controller"]
+    controller.saw_event(namespace)
+    if namespace is None:
+        return
+    if type == "DELETED":
+        controller.reconciler.forget(namespace, name)  # garbage collection follows the owner references
+        return
+    resource_version = (body.get("metadata") or {}).get("resourceVersion")
+    if controller.reconciler.own_status_write(namespace, name, resource_version):
+        return
+    controller.enqueue((namespace, name))
+
+
+async def on_child_event(
+    memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, body: Any, **_: Any
+) -> None:
+    controller: Controller = memo["controller"]
+    controller.saw_event(namespace)
+    owner = labels.get(naming.LABEL_DEPLOYMENT)
+    if type is None or not owner or not namespace:
+        return
+    if type != "DELETED" and controller.reconciler.own_apply(namespace, owner, body):
+        return
+    controller.enqueue((namespace, owner))
+
+
+async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    controller: Controller = memo["controller"]
+    controller.saw_event(namespace)
+    owner = labels.get(naming.LABEL_INSTANCE)
+    if type is not None and owner and namespace:
+        controller.enqueue((namespace, owner))
+
+
+async def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:
     """KEDA's or the Prometheus Operator's CRD installed or removed while fleets run: re-read
     discovery and reconcile every fleet now, so ScaledObjects and ServiceMonitors (and the
     conditions saying they cannot exist) follow within seconds, not at the discovery cache's TTL."""
     if type is None:
         return  # the initial listing: every fleet's first pass reads discovery anyway
-    reconciler: Reconciler = memo["reconciler"]
-    options: Options = memo["options"]
-    reconciler.kube.forget_served()
-    fleets, _active = _fleets_to_resync(reconciler.kube, options)
-    log.info("CRD %s %s: reconciling %d fleets", name, type.lower(), len(fleets))
-    for namespace, fleet in fleets:
-        reconciler.reconcile(namespace, fleet)
-
-
-def _active_for(kube: Kube, options: Options, namespace: str) -> bool:
-    if options.peering is None:
-        return True
-    if options.clusterwide:
-        obj = kube.get(kinds.CLUSTER_PEERING, None, options.peering)
-    else:
-        obj = kube.get(kinds.PEERING, namespace, options.peering)
-    return peering.is_active(obj, options.identity, options.priority, datetime.now(UTC))
-
-
-def _fleets_to_resync(kube: Kube, options: Options) -> tuple[list[tuple[str, str]], bool]:
-    """The fleets this replica is active for, and whether it is active anywhere."""
-    exact = [ns for ns in options.namespaces if not any(ch in ns for ch in "*?[!")]
-    if options.clusterwide or len(exact) != len(options.namespaces):
-        items = kube.list_objects(kinds.TTSDEPLOYMENT, None)
-        if not options.clusterwide:
-            items = [
-                i for i in items if any(fnmatch.fnmatch(i["metadata"]["namespace"], p) for p in options.namespaces)
-            ]
-    else:
-        items = [i for ns in exact for i in kube.list_objects(kinds.TTSDEPLOYMENT, ns)]
-    fleets = [(i["metadata"]["namespace"], i["metadata"]["name"]) for i in items]
-    if options.clusterwide:
-        # One cluster-wide peering decides for every namespace.
-        everywhere = _active_for(kube, options, "")
-        return (fleets if everywhere else []), everywhere
-    active = {ns: _active_for(kube, options, ns) for ns in {ns for ns, _ in fleets} | set(exact)}
-    return [(ns, name) for ns, name in fleets if active[ns]], any(active.values())
+    controller: Controller = memo["controller"]
+    controller.reconciler.kube.forget_served()
+    count = controller.enqueue_all()
+    log.info("CRD %s %s: reconciling %d fleets", name, type.lower(), count)
 
 
 def ensure_peering(kube: Kube, options: Options) -> None:
@@ -142,44 +115,14 @@ def ensure_peering(kube: Kube, options: Options) -> None:
                 log.warning("could not create %s %s: %s", kind.kind, options.peering, err)
 
 
-async def resync_forever(reconciler: Reconciler, options: Options) -> None:
-    """Periodic level-based pass over every fleet (catches what no event announces, e.g. a
-    Secret created after the fleet). Failures are logged and retried at the next period."""
-    while True:
-        await asyncio.sleep(options.resync_seconds)
-        try:
-            fleets, active = await asyncio.to_thread(_fleets_to_resync, reconciler.kube, options)
-        except Exception:
-            log.exception("resync: listing TTSDeployments failed")
-            continue
-        metrics.ACTIVE.set(1 if active else 0)
-        reconciler.fleets.retain(fleets)
-        for namespace, name in fleets:
-            try:
-                await asyncio.to_thread(reconciler.reconcile, namespace, name)
-            except Exception:
-                log.exception("resync of %s/%s failed", namespace, name)
-
-
-async def retry_forever(reconciler: Reconciler, options: Options, tick: float = 0.5) -> None:
-    """Passes that failed are tried again on their backoff (reconcile.Reconciler.retries), so a
-    transient failure heals in seconds rather than at the next resync."""
-    while True:
-        await asyncio.sleep(tick)
-        for namespace, name in reconciler.retries.due(time.monotonic()):
-            try:
-                if await asyncio.to_thread(_active_for, reconciler.kube, options, namespace):
-                    await asyncio.to_thread(reconciler.reconcile, namespace, name)
-            except Exception:
-                log.exception("retry of %s/%s failed", namespace, name)
-
-
-async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     options: Options = memo["options"]
     # Quiet by default: kopf's own Kubernetes events only for real trouble.
     settings.posting.level = logging.WARNING
-    settings.execution.max_workers = options.max_workers
     settings.watching.server_timeout = 600
+    for kind in kinds.CHILD_KINDS:
+        settings.watching.label_selectors[_selector(kind)] = CHILD_SELECTOR
+    settings.watching.label_selectors[_selector(kinds.POD)] = POD_SELECTOR
     if options.peering is not None:
         # A standby takes over at most this long after the active replica's last keep-alive.
         settings.peering.lifetime = options.peering_lifetime
@@ -190,19 +133,17 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
         await asyncio.to_thread(ensure_peering, kube, options)
     retries: requeue.Backoff[tuple[str, str]] = requeue.Backoff(limit=max(1.0, options.resync_seconds))
     reconciler = Reconciler(kube, instance=options.identity or None, retries=retries)
-    memo["reconciler"] = reconciler
-    memo["resync"] = asyncio.create_task(resync_forever(reconciler, options), name="ttsfleet-resync")
-    memo["retry"] = asyncio.create_task(retry_forever(reconciler, options), name="ttsfleet-retry")
+    # kopf hands its indexes to every handler, this one included (empty until the listings).
+    controller = Controller(reconciler, cache.Cache(kwargs), options)
+    memo["controller"] = controller
+    controller.start()
 
 
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
-    tasks: list[asyncio.Task[None]] = [memo[name] for name in ("resync", "retry") if memo.get(name) is not None]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    reconciler: Reconciler | None = memo.get("reconciler")
-    if reconciler is not None:
-        reconciler.kube.close()
+    controller: Controller | None = memo.get("controller")
+    if controller is not None:
+        await controller.stop()
+        controller.reconciler.kube.close()
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -210,11 +151,17 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(on_startup)
     kopf.on.cleanup(registry=registry)(on_cleanup)
+
+    kopf.index(spec.GROUP, spec.VERSION, spec.PLURAL, id=cache.FLEET_INDEX, registry=registry)(cache.index_fleet)
     kopf.on.event(spec.GROUP, spec.VERSION, spec.PLURAL, registry=registry)(on_fleet_event)
-    managed: dict[str, Any] = {
-        naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER,
-        naming.LABEL_DEPLOYMENT: kopf.PRESENT,
-    }
+    # Every child kind alike: a new kind in kinds.CHILD_KINDS is cached and watched with no change here.
+    for kind in kinds.CHILD_KINDS:
+        selector = _selector(kind)
+        kopf.index(*selector, labels=CHILD_LABELS, id=cache.child_index_id(kind), registry=registry)(cache.index_child)
+        kopf.on.event(*selector, labels=CHILD_LABELS, id=f"child-{kind.plural}", registry=registry)(on_child_event)
+    pods = _selector(kinds.POD)
+    kopf.index(*pods, labels=POD_LABELS, id=cache.POD_INDEX, registry=registry)(cache.index_pod)
+    kopf.on.event(*pods, labels=POD_LABELS, id="pods", registry=registry)(on_pod_event)
     kopf.on.event(
         "apiextensions.k8s.io",
         "v1",
@@ -223,6 +170,4 @@ def build_registry() -> kopf.OperatorRegistry:
         registry=registry,
         id="optional-crds",
     )(on_optional_crd_event)
-    for group, version, plural in WATCHED_CHILDREN:
-        kopf.on.event(group, version, plural, labels=managed, registry=registry, id=f"child-{plural}")(on_child_event)
     return registry

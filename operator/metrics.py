@@ -1,5 +1,5 @@
-"""The operator's own Prometheus metrics: reconcile latency and errors, fleets by condition,
-desired and ready replicas per fleet."""
+"""The operator's own Prometheus metrics: reconcile latency and errors, writes it made, resyncs
+and queue depth, fleets by condition, desired and ready replicas per fleet."""
 
 from __future__ import annotations
 
@@ -27,6 +27,17 @@ FLEETS = Gauge(
 )
 REPLICAS_DESIRED = Gauge("ttsfleet_operator_replicas_desired", "spec.replicas per fleet.", ["namespace", "name"])
 REPLICAS_READY = Gauge("ttsfleet_operator_replicas_ready", "Ready pods per fleet.", ["namespace", "name"])
+APPLIES = Counter(
+    "ttsfleet_operator_applies_total",
+    "Server-side applies of children (only children that differ from what is wanted are applied).",
+    ["kind"],
+)
+STATUS_WRITES = Counter("ttsfleet_operator_status_writes_total", "Fleet status writes (only on change).")
+RESYNCS = Counter(
+    "ttsfleet_operator_resyncs_total",
+    "Periodic resyncs whose passes all finished: every fleet was looked at once more.",
+)
+QUEUE_DEPTH = Gauge("ttsfleet_operator_queue_depth", "Fleets waiting for a pass.")
 ACTIVE = Gauge(
     "ttsfleet_operator_active",
     "1 while this replica is the active one of its peering (always 1 without peering), 0 on standby.",

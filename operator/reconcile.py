@@ -1,16 +1,18 @@
-"""One idempotent reconcile of one TTSDeployment: parse → build → apply → prune → observe →
-write status once, only if it changed.
+"""One idempotent reconcile of one TTSDeployment: observe → parse → build → apply what differs →
+prune → write status once, only if it changed.
 
-Every trigger (the fleet's own watch events, its children's, the periodic resync) ends here,
-so a pass never depends on what caused it. Problems the schema cannot catch become conditions;
-only API failures that a later pass may not see again (server errors, timeouts) propagate.
+Every trigger (the fleet's own watch events, its children's, the periodic resync) ends here, one
+pass per fleet at a time (the work queue serialises them), so a pass never depends on what
+caused it. It reads the fleet, its children and its pods from the watch-fed cache
+(``cache.Observed``) and writes only what differs: a converged fleet costs no request at all.
+Problems the schema cannot catch become conditions; only API failures that a later pass may not
+see again (server errors, timeouts) propagate.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ttsfleet.operator import (
+    applied,
+    cache,
     conditions,
     desired,
     events,
@@ -48,6 +52,7 @@ def utcnow() -> str:
 @dataclass
 class Result:
     applied: int = 0
+    unchanged: int = 0
     pruned: int = 0
     status_written: bool = False
     transitions: list[Transition] = field(default_factory=list)
@@ -78,8 +83,26 @@ def _optional_kind_condition(spec: TTSDeploymentSpec, kind: kinds.Kind, served: 
     return None
 
 
+def _rv(obj: dict[str, Any] | None) -> int | None:
+    """etcd's revision behind resourceVersion, to tell which of two views of an object is newer."""
+    try:
+        return int((obj or {}).get("metadata", {}).get("resourceVersion"))
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class _Applied:
+    """Our last apply of one child: the server's answer is the truth until the watch shows more."""
+
+    uid: str
+    resource_version: int | None
+    stamp: str | None
+    seen: bool  # the watch has shown this child since (so its absence means it was deleted)
+
+
 class Reconciler:
-    """Serialises passes per fleet: watch events, child events and the resync run concurrently."""
+    """One pass of one fleet. Passes of different fleets may run concurrently (worker threads)."""
 
     def __init__(
         self,
@@ -88,67 +111,154 @@ class Reconciler:
         now: Callable[[], str] = utcnow,
         instance: str | None = None,
         retries: requeue.Backoff[tuple[str, str]] | None = None,
+        source: cache.Source | None = None,
     ) -> None:
         self.kube = kube
+        self.source: cache.Source = source or cache.Listing(kube)
         self.retries: requeue.Backoff[tuple[str, str]] = retries or requeue.Backoff()
         self._now = now
         self._instance = instance or socket.gethostname()
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._waiting: set[tuple[str, str]] = set()
-        self._waiting_guard = threading.Lock()
         self.fleets = metrics.FleetTracker()
+        # What this process wrote, per fleet: the watch shows it a little later.
+        self._status_written: dict[tuple[str, str], tuple[int | None, dict[str, Any]]] = {}
+        self._applied: dict[tuple[str, str], dict[tuple[str, str], _Applied]] = {}
+        self._deleting: dict[tuple[str, str], set[str]] = {}
+        # The spec and the stamped children per fleet, as long as their inputs stay the same:
+        # building and hashing them is most of a pass that finds nothing to do.
+        self._specs: dict[tuple[str, str], tuple[tuple[str, Any], TTSDeploymentSpec]] = {}
+        self._desired: dict[tuple[str, str], tuple[tuple[str, Any, Any], list[dict[str, Any]]]] = {}
 
-    def _lock(self, namespace: str, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault((namespace, name), threading.Lock())
-
-    def reconcile(self, namespace: str, name: str) -> Result | None:
+    def reconcile(self, namespace: str, name: str, observed: cache.Observed | None = None) -> Result | None:
         key = (namespace, name)
-        with self._waiting_guard:
-            if key in self._waiting:
-                # A pass is already queued behind the running one and will read fresh state.
-                return None
-            self._waiting.add(key)
-        with self._lock(namespace, name):
-            with self._waiting_guard:
-                self._waiting.discard(key)
-            with metrics.RECONCILE_SECONDS.time():
-                try:
-                    result = self._reconcile_fresh(namespace, name)
-                except ApiError as err:
-                    metrics.RECONCILE_ERRORS.labels(err.reason or str(err.status)).inc()
-                    self._retry_later(key, str(err))
-                    raise
-                except Exception as err:
-                    metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
-                    self._retry_later(key, repr(err))
-                    raise
-            if result is not None and result.retry:
-                self._retry_later(key, "a child could not be applied")
-            else:
-                self.retries.succeeded(key)
-            return result
+        with metrics.RECONCILE_SECONDS.time():
+            try:
+                result = self._pass(key, observed)
+            except ApiError as err:
+                metrics.RECONCILE_ERRORS.labels(err.reason or str(err.status)).inc()
+                self._retry_later(key, str(err))
+                raise
+            except Exception as err:
+                metrics.RECONCILE_ERRORS.labels(type(err).__name__).inc()
+                self._retry_later(key, repr(err))
+                raise
+        if result is not None and result.retry:
+            self._retry_later(key, "a child could not be applied")
+        else:
+            self.retries.succeeded(key)
+        return result
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The fleet is gone: drop what this process remembers of it."""
+        key = (namespace, name)
+        self.fleets.forget(namespace, name)
+        self._status_written.pop(key, None)
+        self._applied.pop(key, None)
+        self._deleting.pop(key, None)
+        self._specs.pop(key, None)
+        self._desired.pop(key, None)
+        self.retries.succeeded(key)
+
+    def own_status_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        """Whether a watch event of the fleet only shows our own last status write."""
+        written = self._status_written.get((namespace, name))
+        try:
+            return written is not None and written[0] == int(resource_version or "")
+        except ValueError:
+            return False
+
+    def own_apply(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
+        """Whether a watch event of a child only shows our own last apply of it."""
+        meta = child.get("metadata") or {}
+        try:
+            plural = kinds.kind_of(child).plural
+        except KeyError:
+            return False
+        last = self._applied.get((namespace, fleet), {}).get((plural, meta.get("name", "")))
+        return last is not None and last.uid == meta.get("uid") and last.resource_version == _rv(child)
 
     def _retry_later(self, key: tuple[str, str], why: str) -> None:
         delay = self.retries.failed(key, time.monotonic())
         log.debug("retrying %s/%s in %.0f s: %s", *key, delay, why)
 
-    def _reconcile_fresh(self, namespace: str, name: str) -> Result | None:
-        # Always the fresh object: a watch event's body may predate our last status write.
-        body = self.kube.get(kinds.TTSDEPLOYMENT, namespace, name)
+    def _pass(self, key: tuple[str, str], observed: cache.Observed | None) -> Result | None:
+        observed = observed if observed is not None else self.source.observe(*key)
+        body = self._fleet_body(key, observed.fleet)
         if body is None or body["metadata"].get("deletionTimestamp"):
-            self.fleets.forget(namespace, name)
+            self.forget(*key)
             return None  # garbage collection removes the children
-        return self._reconcile(body)
+        return self._reconcile(body, observed)
 
-    def _reconcile(self, body: dict[str, Any]) -> Result:
+    def _fleet_body(self, key: tuple[str, str], cached: dict[str, Any] | None) -> dict[str, Any] | None:
+        if cached is None:
+            return self.kube.get(kinds.TTSDEPLOYMENT, *key)  # not in the cache (yet)
+        written = self._status_written.get(key)
+        cached_rv, written_rv = _rv(cached), written[0] if written else None
+        if written is not None and cached_rv is not None and written_rv is not None and cached_rv < written_rv:
+            # The watch has not shown our last status write yet; that write is the status now.
+            return {**cached, "status": written[1]}
+        return cached
+
+    def _in_sync(
+        self, key: tuple[str, str], kind: kinds.Kind, stamped: dict[str, Any], live: dict[str, Any] | None
+    ) -> bool:
+        name = stamped["metadata"]["name"]
+        memory = self._applied.setdefault(key, {})
+        last = memory.get((kind.plural, name))
+        stamp = applied.stamp_of(stamped)
+        if last is not None and last.stamp == stamp:
+            if live is None and not last.seen:
+                return True  # created by our apply; the watch has not shown it yet
+            live_rv = _rv(live)
+            if live is not None and live["metadata"].get("uid") == last.uid:
+                last.seen = True
+                if live_rv is not None and last.resource_version is not None and live_rv <= last.resource_version:
+                    return True  # our own apply, or the watch still lags behind it
+        reason = applied.drift(stamped, live)
+        if reason is None:
+            assert live is not None
+            memory[(kind.plural, name)] = _Applied(live["metadata"].get("uid", ""), _rv(live), stamp, True)
+            return True
+        log.info("applying %s %s/%s: %s", kind.kind, key[0], name, reason)
+        return False
+
+    def _apply(self, key: tuple[str, str], kind: kinds.Kind, stamped: dict[str, Any]) -> dict[str, Any]:
+        response = self.kube.apply(stamped)
+        self._applied.setdefault(key, {})[(kind.plural, stamped["metadata"]["name"])] = _Applied(
+            (response.get("metadata") or {}).get("uid", ""), _rv(response), applied.stamp_of(stamped), False
+        )
+        metrics.APPLIES.labels(kind.kind).inc()
+        return response
+
+    def _spec(self, key: tuple[str, str], owner: Owner, generation: Any, raw: Any) -> TTSDeploymentSpec:
+        # The API server bumps metadata.generation on every change of the spec.
+        inputs = (owner.uid, generation)
+        known = self._specs.get(key)
+        if generation is not None and known is not None and known[0] == inputs:
+            return known[1]
+        parsed = parse_spec(raw)
+        self._specs[key] = (inputs, parsed)
+        return parsed
+
+    def _children(
+        self, key: tuple[str, str], owner: Owner, generation: Any, spec: TTSDeploymentSpec, starts: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Every desired child, stamped (applied.stamp). Callers must not change them."""
+        inputs = (owner.uid, generation, sorted(starts.items()))
+        known = self._desired.get(key)
+        if generation is not None and known is not None and known[0] == inputs:
+            return known[1]
+        children = [applied.stamp(child) for child in desired.build_all(owner, spec, starts)]
+        self._desired[key] = (inputs, children)
+        return children
+
+    def _reconcile(self, body: dict[str, Any], observed: cache.Observed) -> Result:
         owner = Owner.of(body)
+        key = (owner.namespace, owner.name)
         previous: dict[str, Any] = body.get("status") or {}
         generation = body["metadata"].get("generation")
         result = Result()
         try:
-            spec = parse_spec(body.get("spec"))
+            spec = self._spec(key, owner, generation, body.get("spec"))
         except SpecError as err:
             return self._write_invalid(body, previous, generation, str(err))
 
@@ -161,7 +271,7 @@ class Reconciler:
             if spec.autoscaling.enabled
             else {}
         )
-        children = desired.build_all(owner, spec, {name: start for name, (start, _) in starts.items()})
+        children = self._children(key, owner, generation, spec, {name: start for name, (start, _) in starts.items()})
         extra: list[Condition] = []
         served = {kind: self.kube.served(kind) for kind in kinds.OPTIONAL_KINDS}
         for kind, is_served in sorted(served.items(), key=lambda item: item[0].kind):
@@ -169,23 +279,31 @@ class Reconciler:
             if condition is not None:
                 extra.append(condition)
 
+        live = {(kinds.kind_of(c), c["metadata"]["name"]): c for c in observed.children}
+        sts_name = naming.statefulset_name(owner)
+        sts = live.get((kinds.STATEFULSET, sts_name))
         for child in children:
             kind = kinds.kind_of(child)
             if not served.get(kind, True):
                 continue
+            if self._in_sync(key, kind, child, live.get((kind, child["metadata"]["name"]))):
+                result.unchanged += 1
+                continue
             try:
-                self.kube.apply(child)
+                response = self._apply(key, kind, child)
                 result.applied += 1
             except ApiError as err:
                 if err.status not in _REPORTABLE_STATUSES:
                     raise
                 found.append(problems.apply_failed(kind.kind, child["metadata"]["name"], err.message))
                 result.retry = True
+                continue
+            if kind is kinds.STATEFULSET and child["metadata"]["name"] == sts_name:
+                sts = response  # fresher than what the watch has shown so far
 
-        result.pruned = self._prune(owner, children, served)
+        result.pruned = self._prune(owner, children, served, observed.children)
 
-        sts = self.kube.get(kinds.STATEFULSET, owner.namespace, naming.statefulset_name(owner))
-        pods = self.kube.list_objects(kinds.POD, owner.namespace, naming.selector_string(owner))
+        pods = observed.pods
         found.extend(problems.pod_problems(pods))
         observation = status.Observation(
             generation=generation,
@@ -207,19 +325,31 @@ class Reconciler:
             result.transitions = transitions
         return result
 
-    def _prune(self, owner: Owner, children: list[dict[str, Any]], served: dict[kinds.Kind, bool]) -> int:
+    def _prune(
+        self,
+        owner: Owner,
+        children: list[dict[str, Any]],
+        served: dict[kinds.Kind, bool],
+        live: list[dict[str, Any]],
+    ) -> int:
         keep = {(kinds.kind_of(c), c["metadata"]["name"]) for c in children}
+        key = (owner.namespace, owner.name)
+        deleting = self._deleting.setdefault(key, set())
+        # Deletions the watch has shown done need no memory any more.
+        deleting &= {obj["metadata"].get("uid", "") for obj in live}
         pruned = 0
-        for kind in kinds.CHILD_KINDS:
-            if not served.get(kind, True):
+        for obj in live:
+            kind = kinds.kind_of(obj)
+            meta = obj["metadata"]
+            if not served.get(kind, True) or (kind, meta["name"]) in keep or not naming.is_owned_by(obj, owner):
                 continue
-            for obj in self.kube.list_objects(kind, owner.namespace, naming.children_selector(owner)):
-                meta = obj["metadata"]
-                if (kind, meta["name"]) in keep or not naming.is_owned_by(obj, owner):
-                    continue
-                log.info("pruning %s %s/%s", kind.kind, owner.namespace, meta["name"])
-                self.kube.delete(kind, owner.namespace, meta["name"], meta.get("uid"))
-                pruned += 1
+            if meta.get("deletionTimestamp") or meta.get("uid") in deleting:
+                continue  # already on its way out
+            log.info("pruning %s %s/%s", kind.kind, owner.namespace, meta["name"])
+            self.kube.delete(kind, owner.namespace, meta["name"], meta.get("uid"))
+            deleting.add(meta.get("uid", ""))
+            self._applied.get(key, {}).pop((kind.plural, meta["name"]), None)
+            pruned += 1
         return pruned
 
     def _write_invalid(
@@ -245,13 +375,15 @@ class Reconciler:
     def _write_status(self, body: dict[str, Any], new_status: dict[str, Any], transitions: list[Transition]) -> None:
         meta = body["metadata"]
         try:
-            self.kube.apply_status(kinds.TTSDEPLOYMENT, meta["namespace"], meta["name"], new_status)
+            response = self.kube.apply_status(kinds.TTSDEPLOYMENT, meta["namespace"], meta["name"], new_status)
         except ApiError as err:
             if err.status != 404:
                 raise
             # Deleted during this pass: garbage collection takes it from here.
             log.debug("fleet %s/%s vanished before its status was written", meta["namespace"], meta["name"])
             return
+        metrics.STATUS_WRITES.inc()
+        self._status_written[(meta["namespace"], meta["name"])] = (_rv(response), new_status)
         for transition in transitions:
             if not events.worth_an_event(transition):
                 continue

@@ -2,11 +2,13 @@
 
 kopf's event handlers are fire-and-forget and the periodic resync may be minutes away; a pass that
 hit a transient API failure (a 5xx, a conflict, admission not yet knowing a new CRD) is retried
-after 1, 2, 4 ... seconds, capped, and the backoff resets after the first clean pass.
+after 1, 2, 4 ... seconds, capped, and the backoff resets after the first clean pass. The work
+queue the passes are drained from lives here too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Hashable
 from typing import Generic, TypeVar
@@ -47,3 +49,43 @@ class Backoff(Generic[K]):
     def pending(self, key: K) -> float | None:
         with self._lock:
             return self._due.get(key)
+
+
+class WorkQueue(Generic[K]):
+    """Keys waiting for a pass, on the event loop: a key is queued at most once and handed to one
+    worker at a time; a key added while a worker holds it is handed out again once it is done, so
+    the newest event is never lost and two passes of one fleet never overlap."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[K] = asyncio.Queue()
+        self._queued: set[K] = set()
+        self._active: set[K] = set()
+        self._dirty: set[K] = set()
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: K) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: K, delay: float) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key)
+
+    async def get(self) -> K:
+        key = await self._queue.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: K) -> None:
+        self._active.discard(key)
+        if key in self._dirty:
+            self._dirty.discard(key)
+            self.add(key)
+
+    def idle(self) -> bool:
+        return not self._queued and not self._active

@@ -1,21 +1,19 @@
-"""kopf wiring: which triggers reach reconcile(), and that none of them needs a finalizer."""
+"""kopf wiring and the controller loop: which events enqueue which fleet, what a resync runs, and
+that no handler needs a finalizer."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 from fixtures_operator import FakeKube
 
-from ttsfleet.operator import handlers, naming, peering
-
-
-def fleet(namespace: str, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "tts.ttsfleet.io/v1alpha1",
-        "kind": "TTSDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-    }
+from ttsfleet.operator import cache, handlers, kinds, metrics, naming, peering
+from ttsfleet.operator import controller as controller_module
+from ttsfleet.operator.cache import Observed
+from ttsfleet.operator.controller import Controller, Options
+from ttsfleet.operator.reconcile import Reconciler
 
 
 def test_registry_has_no_finalizer_requiring_handlers() -> None:
@@ -26,82 +24,172 @@ def test_registry_has_no_finalizer_requiring_handlers() -> None:
     assert {"ttsdeployments", "statefulsets", "services", "configmaps", "pods"} <= watched
 
 
-class Recorder:
+def test_every_child_kind_is_cached_and_watched_without_naming_it() -> None:
+    registry = handlers.build_registry()
+    indexed = {h.id for h in registry._indexing.get_all_handlers()}
+    assert indexed == {
+        cache.FLEET_INDEX,
+        cache.POD_INDEX,
+        *(cache.child_index_id(kind) for kind in kinds.CHILD_KINDS),
+    }
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers() if h.selector}
+    assert {kind.plural for kind in kinds.CHILD_KINDS} <= watched
+
+
+class FakeReconciler:
     def __init__(self, kube: FakeKube | None = None) -> None:
-        self.calls: list[tuple[str, str]] = []
-        self.kube = kube
+        self.kube = kube or FakeKube()
+        self.forgotten: list[tuple[str, str]] = []
+        self.written: dict[tuple[str, str], str] = {}
+        self.own_applies: set[str] = set()
 
-    def reconcile(self, namespace: str, name: str) -> None:
-        self.calls.append((namespace, name))
+    def forget(self, namespace: str, name: str) -> None:
+        self.forgotten.append((namespace, name))
+
+    def own_status_write(self, namespace: str, name: str, resource_version: str | None) -> bool:
+        return self.written.get((namespace, name)) == resource_version
+
+    def own_apply(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
+        return child["metadata"]["resourceVersion"] in self.own_applies
 
 
-def test_events_route_to_the_owning_fleet() -> None:
-    recorder = Recorder()
-    memo = {"reconciler": recorder}
-    handlers.on_fleet_event(memo=memo, type="MODIFIED", namespace="ns", name="a")
-    handlers.on_fleet_event(memo=memo, type="DELETED", namespace="ns", name="b")
-    handlers.on_child_event(memo=memo, labels={naming.LABEL_DEPLOYMENT: "c"}, namespace="ns")
-    handlers.on_child_event(memo=memo, labels={}, namespace="ns")
-    assert recorder.calls == [("ns", "a"), ("ns", "c")]
+class FakeController:
+    def __init__(self, fleets: list[tuple[str, str]] | None = None) -> None:
+        self.reconciler = FakeReconciler()
+        self.queued: list[tuple[str, str]] = []
+        self.fleets = fleets or []
+        self.events = 0
+
+    def enqueue(self, key: tuple[str, str]) -> None:
+        self.queued.append(key)
+
+    def enqueue_all(self) -> int:
+        self.queued += self.fleets
+        return len(self.fleets)
+
+    def saw_event(self, namespace: str | None) -> None:
+        self.events += 1
+
+
+def body(rv: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": rv}}
+
+
+def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
+    controller = FakeController()
+    memo = {"controller": controller}
+    controller.reconciler.written[("ns", "a")] = "7"
+    controller.reconciler.own_applies.add("9")
+
+    async def events() -> None:
+        await handlers.on_fleet_event(memo=memo, type="MODIFIED", namespace="ns", name="a", body=body("6"))
+        await handlers.on_fleet_event(memo=memo, type="MODIFIED", namespace="ns", name="a", body=body("7"))
+        await handlers.on_fleet_event(memo=memo, type="DELETED", namespace="ns", name="b", body=body("8"))
+        labels = {naming.LABEL_DEPLOYMENT: "c"}
+        await handlers.on_child_event(memo=memo, type="MODIFIED", labels=labels, namespace="ns", body=body("5"))
+        await handlers.on_child_event(memo=memo, type="MODIFIED", labels=labels, namespace="ns", body=body("9"))
+        await handlers.on_child_event(memo=memo, type=None, labels=labels, namespace="ns", body=body("4"))
+        await handlers.on_child_event(memo=memo, type="DELETED", labels=labels, namespace="ns", body=body("9"))
+        await handlers.on_child_event(memo=memo, type="MODIFIED", labels={}, namespace="ns", body=body("3"))
+        pod_labels = {naming.LABEL_INSTANCE: "d"}
+        await handlers.on_pod_event(memo=memo, type="MODIFIED", labels=pod_labels, namespace="ns")
+        await handlers.on_pod_event(memo=memo, type=None, labels=pod_labels, namespace="ns")
+
+    asyncio.run(events())
+    # rv 7 is our own status write, rv 9 our own apply, None an initial listing: no pass for those;
+    # a deleted child is drift, a deleted fleet is forgotten.
+    assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "d")]
+    assert controller.reconciler.forgotten == [("ns", "b")]
 
 
 def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_with_fresh_discovery() -> None:
-    kube = FakeKube()
-    for ns, name in [("team-a", "x"), ("team-b", "y")]:
-        kube.put(fleet(ns, name))
-    reconciler = Recorder(kube)
-    memo = {"reconciler": reconciler, "options": handlers.Options(clusterwide=True)}
+    controller = FakeController([("team-a", "x"), ("team-b", "y")])
+    memo = {"controller": controller}
     assert {"scaledobjects.keda.sh", "servicemonitors.monitoring.coreos.com"} == handlers.OPTIONAL_CRDS
-    handlers.on_optional_crd_event(memo=memo, type=None, name="servicemonitors.monitoring.coreos.com")
-    assert reconciler.calls == []  # the initial listing: nothing changed
-    handlers.on_optional_crd_event(memo=memo, type="ADDED", name="servicemonitors.monitoring.coreos.com")
-    assert sorted(reconciler.calls) == [("team-a", "x"), ("team-b", "y")]
-    assert kube.discovery_resets == 1  # type: ignore[attr-defined]
+
+    async def events() -> None:
+        name = "servicemonitors.monitoring.coreos.com"
+        await handlers.on_optional_crd_event(memo=memo, type=None, name=name)
+        assert controller.queued == []  # the initial listing: nothing changed
+        await handlers.on_optional_crd_event(memo=memo, type="ADDED", name=name)
+
+    asyncio.run(events())
+    assert sorted(controller.queued) == [("team-a", "x"), ("team-b", "y")]
+    assert controller.reconciler.kube.discovery_resets == 1
 
 
-def test_resync_lists_the_served_namespaces() -> None:
+class FakeCache:
+    def __init__(self, fleets: list[tuple[str, str]]) -> None:
+        self._fleets = fleets
+
+    def fleets(self) -> list[tuple[str, str]]:
+        return list(self._fleets)
+
+    def observe(self, namespace: str, name: str) -> Observed:
+        return Observed(fleet=None)
+
+
+class CountingReconciler(Reconciler):
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube)  # type: ignore[arg-type]
+        self.passes: list[tuple[str, str]] = []
+
+    def reconcile(self, namespace: str, name: str, observed: Observed | None = None) -> None:
+        self.passes.append((namespace, name))
+
+
+def test_a_resync_runs_every_known_fleet_from_memory_once() -> None:
     kube = FakeKube()
-    for ns, name in [("team-a", "x"), ("team-b", "y"), ("other", "z")]:
-        kube.put(fleet(ns, name))
-    listed, active = handlers._fleets_to_resync(kube, handlers.Options(clusterwide=True))  # type: ignore[arg-type]
-    assert sorted(listed) == [("other", "z"), ("team-a", "x"), ("team-b", "y")]
-    assert active  # no peering: always the active replica
-    exact, _ = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-a",)))  # type: ignore[arg-type]
-    assert exact == [("team-a", "x")]
-    globbed, _ = handlers._fleets_to_resync(kube, handlers.Options(namespaces=("team-*",)))  # type: ignore[arg-type]
-    assert sorted(globbed) == [("team-a", "x"), ("team-b", "y")]
+    reconciler = CountingReconciler(kube)
+    fleets = [("team-a", "x"), ("team-b", "y")]
+    controller = Controller(reconciler, FakeCache(fleets), Options(clusterwide=True, max_workers=2))  # type: ignore[arg-type]
+
+    async def resync() -> None:
+        controller.start()
+        before = metrics.RESYNCS._value.get()
+        await controller.resync()
+        assert metrics.RESYNCS._value.get() == before + 1  # all passes done before it counts
+        await controller.stop()
+
+    asyncio.run(resync())
+    assert sorted(reconciler.passes) == fleets
+    assert kube.reads == 0  # no listing: the fleets come from the cache
 
 
 def test_resync_only_in_the_active_replica() -> None:
     now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     fresh = "2026-01-01T11:59:50+00:00"
     stale = "2026-01-01T11:00:00+00:00"
-    body = {
+    peering_body = {
         "status": {
             "me": {"priority": 10, "lifetime": 60, "lastseen": fresh},
             "standby": {"priority": 5, "lifetime": 60, "lastseen": fresh},
             "dead-boss": {"priority": 99, "lifetime": 60, "lastseen": stale},
         }
     }
-    assert peering.is_active(body, "me", 10, now)
-    assert not peering.is_active(body, "standby", 5, now)
+    assert peering.is_active(peering_body, "me", 10, now)
+    assert not peering.is_active(peering_body, "standby", 5, now)
     assert not peering.is_active(None, "me", 10, now)
     kube = FakeKube()
-    kube.put(fleet("team-a", "x"))
     live = {"lifetime": 60, "lastseen": datetime.now(UTC).isoformat()}
     peers = {"me": {"priority": 10, **live}, "standby": {"priority": 5, **live}}
-    kube.put(
-        {
-            "apiVersion": "kopf.dev/v1",
-            "kind": "ClusterKopfPeering",
-            "metadata": {"name": "p"},
-            "status": peers,
-        }
-    )
-    options = handlers.Options(clusterwide=True, peering="p", identity="standby", priority=5)
-    assert handlers._fleets_to_resync(kube, options) == ([], False)  # type: ignore[arg-type]
-    options = handlers.Options(clusterwide=True, peering="p", identity="me", priority=10)
-    assert handlers._fleets_to_resync(kube, options) == ([("team-a", "x")], True)  # type: ignore[arg-type]
+    kube.put({"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "p"}, "status": peers})
+    standby = Options(clusterwide=True, peering="p", identity="standby", priority=5)
+    assert controller_module.active_namespaces(kube, standby, {"team-a"}) == set()  # type: ignore[arg-type]
+    active = Options(clusterwide=True, peering="p", identity="me", priority=10)
+    assert controller_module.active_namespaces(kube, active, {"team-a"}) is None  # type: ignore[arg-type]
+    assert controller_module.active_namespaces(kube, Options(clusterwide=True), set()) is None  # type: ignore[arg-type]
+
+    reconciler = CountingReconciler(kube)
+    controller = Controller(reconciler, FakeCache([("team-a", "x")]), standby)  # type: ignore[arg-type]
+
+    async def resync() -> None:
+        controller.start()
+        await controller.resync()
+        await controller.stop()
+
+    asyncio.run(resync())
+    assert reconciler.passes == []
 
 
 def test_peering_object_is_created_when_missing() -> None:

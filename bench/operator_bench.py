@@ -1,0 +1,319 @@
+"""The operator at N fleets, on a local cluster of its own (kwok nodes): how long until every child
+exists, against server-side applying the same rendered children directly; what an idle fleet
+costs the API server; how much memory the operator holds.
+
+For each N:
+
+- direct: N TTSDeployments are created with no operator watching their namespace; their children
+  are rendered with the operator's own builders and server-side applied by ``--workers`` threads,
+  timed from the first apply to the last answer;
+- operator: the operator runs for another namespace, as its own ServiceAccount; N TTSDeployments
+  are applied at once (one ``kubectl apply``), timed until every child exists and until every
+  fleet is Ready;
+- idle: once every fleet is settled, the API server's own counters (priority-and-fairness, by the
+  operator's identity: ttsfleet.devcluster.traffic) over ``--idle-periods`` resync periods, each
+  period ending on the operator's ``ttsfleet_operator_resyncs_total`` (all passes of that resync
+  done);
+- RSS of the operator process at the end (VmRSS).
+
+    .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
+
+from ttsfleet.devcluster import addons, traffic
+from ttsfleet.devcluster.cluster import ClusterHandle, running
+from ttsfleet.operator import applied, desired, kinds, naming
+from ttsfleet.operator.kube import Kube
+from ttsfleet.operator.naming import Owner
+from ttsfleet.operator.spec import API_VERSION, KIND, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE = "ttsfleet/worker:0.1.0"
+
+
+def fleet(name: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "image": IMAGE,
+            "replicas": replicas,
+            "model": {"source": "hf://2Noise/ChatTTS"},
+            "resources": {"gpu": 0, "cpu": "100m", "memory": "128Mi"},
+        },
+    }
+
+
+def wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
+    start = time.monotonic()
+    while not probe():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+def kubectl_json(cluster: ClusterHandle, *args: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(cluster.kubectl(*args, "-o", "json", timeout=300).stdout)
+    return data
+
+
+def apply_fleets(cluster: ClusterHandle, namespace: str, n: int, replicas: int) -> None:
+    docs = [fleet(f"f{i:04d}", replicas) for i in range(n)]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(docs), timeout=600)
+
+
+def rendered_children(cluster: ClusterHandle, namespace: str) -> list[dict[str, Any]]:
+    """What the operator would apply for every fleet in the namespace (stamped as it stamps them)."""
+    out: list[dict[str, Any]] = []
+    for body in kubectl_json(cluster, "get", "ttsd", "-n", namespace)["items"]:
+        owner = Owner.of(body)
+        out += [applied.stamp(child) for child in desired.build_all(owner, parse_spec(body["spec"]), {})]
+    return out
+
+
+def count_children(cluster: ClusterHandle, namespace: str) -> int:
+    plurals = ",".join(kind.plural for kind in kinds.CHILD_KINDS if kind not in kinds.OPTIONAL_KINDS)
+    selector = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
+    return len(kubectl_json(cluster, "get", plurals, "-n", namespace, "-l", selector)["items"])
+
+
+def fleets_ready(cluster: ClusterHandle, namespace: str, n: int, settled: bool = False) -> bool:
+    items = kubectl_json(cluster, "get", "ttsd", "-n", namespace)["items"]
+
+    def status_of(obj: dict[str, Any], type_: str) -> str | None:
+        return next((c["status"] for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+    ready = [o for o in items if status_of(o, "Ready") == "True"]
+    if settled:
+        ready = [o for o in ready if status_of(o, "Progressing") == "False"]
+    return len(ready) == n
+
+
+def direct_apply_seconds(cluster: ClusterHandle, children: list[dict[str, Any]], workers: int) -> float:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = workers
+    kube = Kube(client.ApiClient(configuration))
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(kube.apply, children))
+    elapsed = time.monotonic() - start
+    kube.close()
+    return elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Operator:
+    def __init__(self, kubeconfig: Path, namespace: str, resync: float, log_path: Path) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        self._log = log_path.open("ab")
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "ttsfleet.operator",
+                "-n",
+                namespace,
+                "--resync-seconds",
+                str(resync),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--liveness",
+                f"http://127.0.0.1:{self.health_port}/healthz",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+        def live() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2):
+                    return True
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"operator exited; see {log_path}") from None
+                return False
+
+        wait("the operator to be live", live, 60)
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples if s.name == name)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return math.nan
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@dataclass
+class Row:
+    fleets: int
+    children: int
+    direct_s: float
+    children_s: float
+    ready_s: float
+    converge_writes_per_fleet: float
+    idle_reads: float
+    idle_writes: float
+    rss_mb: float
+
+    @property
+    def ratio(self) -> float:
+        return self.children_s / self.direct_s if self.direct_s else math.nan
+
+
+def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: argparse.Namespace, logs: Path) -> Row:
+    direct_ns, op_ns = f"bench-direct-{n}", f"bench-operator-{n}"
+    for ns in (direct_ns, op_ns):
+        cluster.kubectl("create", "namespace", ns)
+
+        def has_default_sa(ns: str = ns) -> bool:
+            return cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
+
+        wait(f"ServiceAccount default in {ns}", has_default_sa, 60)
+
+    apply_fleets(cluster, direct_ns, n, args.replicas)
+    children = rendered_children(cluster, direct_ns)
+    direct_s = direct_apply_seconds(cluster, children, args.workers)
+    print(f"N={n}: direct server-side apply of {len(children)} children: {direct_s:.2f} s", flush=True)
+
+    operator = Operator(identity.kubeconfig, op_ns, args.resync_seconds, logs / f"operator-{n}.log")
+    try:
+        before = traffic.requests(cluster, identity)
+        start = time.monotonic()
+        apply_fleets(cluster, op_ns, n, args.replicas)
+        expected = len(children)
+        children_at = wait(f"{expected} children", lambda: count_children(cluster, op_ns) >= expected, 600, 0.2)
+        ready_at = wait(f"{n} fleets Ready", lambda: fleets_ready(cluster, op_ns, n), 900, 0.5)
+        wait(f"{n} fleets settled", lambda: fleets_ready(cluster, op_ns, n, settled=True), 900, 0.5)
+        resyncs = operator.metric("ttsfleet_operator_resyncs_total")
+        wait("a resync after settling", lambda: operator.metric("ttsfleet_operator_resyncs_total") > resyncs, 900, 0.5)
+        converged = traffic.requests(cluster, identity) - before
+        print(f"N={n}: children after {children_at - start:.2f} s, Ready after {ready_at - start:.2f} s", flush=True)
+
+        idle_start = traffic.requests(cluster, identity)
+        resyncs = operator.metric("ttsfleet_operator_resyncs_total")
+        wait(
+            f"{args.idle_periods} idle resyncs",
+            lambda: operator.metric("ttsfleet_operator_resyncs_total") >= resyncs + args.idle_periods,
+            args.idle_periods * args.resync_seconds * 10,
+            0.5,
+        )
+        idle = traffic.requests(cluster, identity) - idle_start
+        rss = operator.rss_mb()
+    finally:
+        operator.stop()
+    for ns in (direct_ns, op_ns):
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    per = n * args.idle_periods
+    return Row(
+        fleets=n,
+        children=len(children),
+        direct_s=direct_s,
+        children_s=children_at - start,
+        ready_s=ready_at - start,
+        converge_writes_per_fleet=converged.writes / n,
+        idle_reads=idle.reads / per,
+        idle_writes=idle.writes / per,
+        rss_mb=rss,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fleets", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--replicas", type=int, default=1, help="pods per fleet (each with a local PV)")
+    parser.add_argument("--resync-seconds", type=float, default=10.0)
+    parser.add_argument("--idle-periods", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=8, help="threads of the direct-apply baseline")
+    args = parser.parse_args(argv)
+
+    pods = 2 * sum(args.fleets) * args.replicas
+    plan = addons.NodePlan(volumes_per_node=math.ceil(pods / 3) + 8, pods=max(110, math.ceil(pods / 3) + 30))
+    with tempfile.TemporaryDirectory(prefix="operator-bench-") as tmp:
+        workdir = Path(tmp) / "cluster"
+        with running(workdir, plan) as cluster:
+            crds = REPO / "crds"
+            cluster.kubectl("apply", "--server-side", "-f", str(crds))
+            cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            cluster.wait_for_owner_kind(API_VERSION, KIND)
+            identity = traffic.issue(cluster, "ttsfleet-bench-operator", "ttsfleet-bench", Path(tmp) / "op.kubeconfig")
+            logs = Path(tempfile.mkdtemp(prefix="operator-bench-logs-"))
+            rows = [run_one(cluster, identity, n, args, logs) for n in args.fleets]
+
+    print()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.replicas} pod(s) per fleet, resync every {args.resync_seconds:.0f} s; operator logs in {logs}"
+    )
+    header = (
+        f"{'N':>5} {'children':>8} {'direct s':>9} {'operator s':>10} {'ratio':>6} {'Ready s':>8} "
+        f"{'writes/fleet':>12} {'idle reads':>10} {'idle writes':>11} {'RSS MB':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(
+            f"{r.fleets:>5} {r.children:>8} {r.direct_s:>9.2f} {r.children_s:>10.2f} {r.ratio:>6.2f} "
+            f"{r.ready_s:>8.2f} {r.converge_writes_per_fleet:>12.1f} {r.idle_reads:>10.2f} {r.idle_writes:>11.2f} "
+            f"{r.rss_mb:>7.0f}"
+        )
+    print("(writes/fleet: while converging; idle reads and writes: per fleet per resync period)")
+    big = rows[-1]
+    print(
+        f"headline: N={big.fleets}: every child {big.children_s:.1f} s after the fleets were applied vs "
+        f"{big.direct_s:.1f} s applying them directly ({big.ratio:.2f}x); idle {big.idle_writes:.2f} writes and "
+        f"{big.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS {big.rss_mb:.0f} MB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""What the watches already told us, per fleet: the fleet itself, its children and its pods.
+
+kopf keeps these in its indexes (``@kopf.index``), fed by the watch streams it runs anyway, and
+holds every handler back until the initial listings are indexed; so a pass reads the cluster
+from memory instead of listing children and pods again, and the first pass after a restart
+already sees every child. ``Listing`` is the same interface read straight from the API server,
+for one-off passes (tests, tools) that run without kopf.
+
+Stored objects are trimmed: managedFields (often half an object) and, for pods, everything the
+status does not read are dropped before they reach the index.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ttsfleet.operator import kinds, naming
+from ttsfleet.operator.kinds import Kind
+from ttsfleet.operator.kube import ApiError, Kube
+
+Key = tuple[str, str]  # (namespace, fleet name)
+
+FLEET_INDEX = "ttsfleet_fleets"
+POD_INDEX = "ttsfleet_pods"
+
+
+def child_index_id(kind: Kind) -> str:
+    return f"ttsfleet_children_{kind.plural}"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One fleet as last seen: its body (None: not known here, read it), children, pods."""
+
+    fleet: dict[str, Any] | None
+    children: list[dict[str, Any]] = field(default_factory=list)
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Source(Protocol):
+    def observe(self, namespace: str, name: str) -> Observed: ...
+
+
+def _trim_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: copy.deepcopy(v) for k, v in meta.items() if k != "managedFields"}
+
+
+def trim_object(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A fleet or child as stored: everything but managedFields."""
+    out = {k: copy.deepcopy(v) for k, v in body.items() if k != "metadata"}
+    out["metadata"] = _trim_metadata(body.get("metadata") or {})
+    return out
+
+
+_POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "labels")
+
+
+def _container_states(statuses: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+    return [{"name": s.get("name"), "state": copy.deepcopy(s.get("state") or {})} for s in statuses or ()]
+
+
+def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What status.compute and problems.pod_problems read of a pod, nothing more."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {k: copy.deepcopy(meta[k]) for k in _POD_METADATA if k in meta},
+        "status": {
+            "phase": status.get("phase"),
+            "conditions": copy.deepcopy(status.get("conditions") or []),
+            "initContainerStatuses": _container_states(status.get("initContainerStatuses")),
+            "containerStatuses": _container_states(status.get("containerStatuses")),
+        },
+    }
+
+
+# -- kopf indexing functions: (namespace, fleet) -> trimmed object ------------------------------
+
+
+async def index_fleet(body: Mapping[str, Any], namespace: str | None, name: str | None, **_: Any) -> Any:
+    if not namespace or not name:
+        return None
+    return {(namespace, name): trim_object(body)}
+
+
+async def index_child(body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
+    fleet = labels.get(naming.LABEL_DEPLOYMENT)
+    if not namespace or not fleet:
+        return None
+    return {(namespace, fleet): trim_object(body)}
+
+
+async def index_pod(body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
+    # The StatefulSet's selector labels: immutable, so every pod of a fleet carries them.
+    fleet = labels.get(naming.LABEL_INSTANCE)
+    if not namespace or not fleet or labels.get(naming.LABEL_NAME) != naming.APP_NAME:
+        return None
+    return {(namespace, fleet): trim_pod(body)}
+
+
+class Cache:
+    """Reads kopf's indexes. Call it on the event loop: kopf updates them there."""
+
+    def __init__(self, indices: Mapping[str, Any]) -> None:
+        self._fleets = indices[FLEET_INDEX]
+        self._pods = indices[POD_INDEX]
+        self._children = [indices[child_index_id(kind)] for kind in kinds.CHILD_KINDS]
+
+    @staticmethod
+    def _values(index: Any, key: Key) -> list[dict[str, Any]]:
+        store = index.get(key)
+        return list(store) if store else []
+
+    def observe(self, namespace: str, name: str) -> Observed:
+        fleets = self._values(self._fleets, (namespace, name))
+        children = [obj for index in self._children for obj in self._values(index, (namespace, name))]
+        # A fleet not (or not yet) in the index is read from the API server by the pass.
+        return Observed(fleets[0] if fleets else None, children, self._values(self._pods, (namespace, name)))
+
+    def fleets(self) -> list[Key]:
+        return list(self._fleets)
+
+
+class Listing:
+    """The same view, listed from the API server on every call (no watches needed)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    def observe(self, namespace: str, name: str) -> Observed:
+        body = self.kube.get(kinds.TTSDEPLOYMENT, namespace, name)
+        selector = naming.children_selector(naming.Owner(name, namespace, ""))
+        children: list[dict[str, Any]] = []
+        for kind in kinds.CHILD_KINDS:
+            if not self.kube.served(kind):
+                continue
+            try:
+                children += self.kube.list_objects(kind, namespace, selector)
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+        pod_selector = naming.selector_string(naming.Owner(name, namespace, ""))
+        pods = [trim_pod(p) for p in self.kube.list_objects(kinds.POD, namespace, pod_selector)]
+        return Observed(trim_object(body) if body is not None else None, [trim_object(c) for c in children], pods)

@@ -1,0 +1,164 @@
+"""The controller loop: events enqueue a fleet key; a bounded pool of workers drains the queue,
+one pass per fleet at a time (requeue.WorkQueue), each pass reading the fleet from the watch-fed
+cache; a failed pass comes back after its backoff; a periodic resync enqueues every known fleet
+from memory (no listing) to catch what no event announces.
+
+Only the active replica of a kopf peering acts. kopf pauses the watches of a standby, so events
+stop by themselves; the resync is ours, so once per period it reads the peering object and
+applies kopf's rule (peering.is_active).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ttsfleet.operator import kinds, metrics, peering
+from ttsfleet.operator.cache import Cache, Key
+from ttsfleet.operator.kube import Kube
+from ttsfleet.operator.peering import DEFAULT_LIFETIME_SECONDS
+from ttsfleet.operator.reconcile import Reconciler
+from ttsfleet.operator.requeue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+# How often the resync looks whether the passes it enqueued are all done.
+_DRAIN_POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class Options:
+    namespaces: tuple[str, ...] = ()
+    clusterwide: bool = False
+    resync_seconds: float = 30.0
+    max_workers: int = 8
+    # HA: the kopf peering this replica belongs to (None: standalone), its identity and priority.
+    peering: str | None = None
+    identity: str = ""
+    priority: int = 0
+    peering_lifetime: int = DEFAULT_LIFETIME_SECONDS
+
+
+def _exact(namespaces: tuple[str, ...]) -> list[str]:
+    return [ns for ns in namespaces if not any(ch in ns for ch in "*?[!")]
+
+
+def active_namespaces(kube: Kube, options: Options, namespaces: set[str]) -> set[str] | None:
+    """The namespaces this replica is active for; None means every namespace (no peering, or
+    the active replica of a cluster-wide peering)."""
+    if options.peering is None:
+        return None
+    now = datetime.now(UTC)
+    if options.clusterwide:
+        # One cluster-wide peering decides for every namespace.
+        obj = kube.get(kinds.CLUSTER_PEERING, None, options.peering)
+        return None if peering.is_active(obj, options.identity, options.priority, now) else set()
+    return {
+        ns
+        for ns in namespaces | set(_exact(options.namespaces))
+        if peering.is_active(kube.get(kinds.PEERING, ns, options.peering), options.identity, options.priority, now)
+    }
+
+
+class Controller:
+    def __init__(self, reconciler: Reconciler, cache: Cache, options: Options) -> None:
+        self.reconciler = reconciler
+        self.cache = cache
+        self.options = options
+        self.queue: WorkQueue[Key] = WorkQueue()
+        # None: active everywhere. kopf delivers events only to an active replica (see saw_event).
+        self._active: set[str] | None = None if options.peering is None else set()
+        self._executor = ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="ttsfleet-pass")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- inputs --------------------------------------------------------------------------------
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def saw_event(self, namespace: str | None) -> None:
+        """kopf delivers watch events only while this replica is active (for that namespace)."""
+        if self._active is not None:
+            if self.options.clusterwide:
+                self._active = None
+            elif namespace:
+                self._active.add(namespace)
+        metrics.ACTIVE.set(1)
+
+    def enqueue_all(self) -> int:
+        fleets = self.cache.fleets()
+        for key in fleets:
+            self.enqueue(key)
+        return len(fleets)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._work(), name=f"ttsfleet-worker-{i}") for i in range(self.options.max_workers)
+        ]
+        self._tasks.append(loop.create_task(self._resync_forever(), name="ttsfleet-resync"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _is_active(self, namespace: str) -> bool:
+        return self._active is None or namespace in self._active
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            key = await self.queue.get()
+            try:
+                if self._is_active(key[0]):
+                    # Read the cache here, on the loop that kopf updates it from.
+                    observed = self.cache.observe(*key)
+                    await loop.run_in_executor(self._executor, self.reconciler.reconcile, key[0], key[1], observed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("pass of %s/%s failed", *key)
+            finally:
+                self.queue.done(key)
+                due = self.reconciler.retries.pending(key)
+                if due is not None:
+                    self.queue.add_after(key, max(0.0, due - time.monotonic()))
+                metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    async def _resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resync_seconds)
+            try:
+                await self.resync()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("resync failed")
+
+    async def resync(self) -> None:
+        fleets = self.cache.fleets()
+        namespaces = {ns for ns, _ in fleets}
+        self._active = await asyncio.get_running_loop().run_in_executor(
+            self._executor, active_namespaces, self.reconciler.kube, self.options, namespaces
+        )
+        mine = [key for key in fleets if self._is_active(key[0])]
+        metrics.ACTIVE.set(1 if self._active is None or self._active else 0)
+        # Only the active replica reports per-fleet figures.
+        self.reconciler.fleets.retain(mine)
+        for key in mine:
+            self.enqueue(key)
+        deadline = time.monotonic() + self.options.resync_seconds
+        while not self.queue.idle():
+            if time.monotonic() > deadline:
+                return  # still busy a whole period later: not a completed resync
+            await asyncio.sleep(_DRAIN_POLL_SECONDS)
+        metrics.RESYNCS.inc()
