@@ -414,8 +414,19 @@ def ensure_layer(layer: Layer) -> tuple[ocitar.LayerFile, bool]:
         partial.rename(path)
     finally:
         partial.unlink(missing_ok=True)
+    if layer.cheap:
+        _prune(layer.name)
     log.info("built layer %s in %.0fs (%.0f MB)", layer.key, time.monotonic() - started, path.stat().st_size / 1e6)
     return ocitar.LayerFile(path, digest), True
+
+
+def _prune(name: str, keep: int = 5) -> None:
+    """Each code change makes a new project layer; keep the newest few (other sessions may be
+    importing a recent one), not one per edit forever."""
+    tarballs = sorted(layers_dir().glob(f"{name}-*.tar"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in tarballs[keep:]:
+        old.with_suffix(".sha256").unlink(missing_ok=True)
+        old.unlink(missing_ok=True)
 
 
 def build(image: Image) -> BuildReport:
@@ -447,22 +458,21 @@ def import_image(image: Image, ctr: Path, address: Path) -> float:
         return 0.0
     started = time.monotonic()
     present = subprocess.run([*base, "content", "ls", "-q"], capture_output=True, text=True, check=True).stdout
-    process = subprocess.Popen(
-        [*base, "images", "import", "--no-unpack=false", "--local", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    try:
-        ocitar.write_archive(
-            process.stdin, image.ref, image.config, layer_files(image), skip=frozenset(present.split())
+    # ctr's output goes to a file: a pipe nobody reads while we write could fill and stall both.
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            [*base, "images", "import", "--local", "-"], stdin=subprocess.PIPE, stdout=output, stderr=output
         )
-    finally:
-        process.stdin.close()
-    output = process.stdout.read().decode(errors="replace")
-    if process.wait() != 0:
-        raise RuntimeError(f"ctr images import {image.ref} failed: {output.strip()}")
+        assert process.stdin is not None
+        try:
+            ocitar.write_archive(
+                process.stdin, image.ref, image.config, layer_files(image), skip=frozenset(present.split())
+            )
+        finally:
+            process.stdin.close()
+        if process.wait() != 0:
+            output.seek(0)
+            raise RuntimeError(f"ctr images import {image.ref} failed: {output.read().decode(errors='replace')}")
     return time.monotonic() - started
 
 
