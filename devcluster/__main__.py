@@ -13,7 +13,7 @@ import os
 import sys
 
 from ttsfleet import logs
-from ttsfleet.devcluster import binaries, images
+from ttsfleet.devcluster import binaries, hostnet, images
 from ttsfleet.devcluster.cluster import LocalCluster, default_workdir
 from ttsfleet.devcluster.kind import KindCluster
 
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}\t{path}")
         return 0
     if args.command == "images":
+        reason = hostnet.unavailable_reason()
+        if reason is not None:
+            # `make test` runs this everywhere; without a real node the images have no use.
+            log.warning("no real node can run on this machine (%s): images not built", reason)
+            return 0
         for report in images.build_all(tuple(name for name in args.only.split(",") if name)):
             state = f"built {len(report.built_layers)} layer(s)" if report.built_layers else "cached"
             print(f"{report.ref}\t{report.size_bytes / 1e6:.0f} MB\t{report.seconds:.1f}s\t{state}")
