@@ -263,17 +263,30 @@ class LocalCluster:
         if not self.state_file.exists():
             return
         state = json.loads(self.state_file.read_text())
+        left: list[str] = []
         # Reverse start order: clients before the API server, the API server before etcd.
         for name, pid in reversed(list(state.get("pids", {}).items())):
             _stop_group(pid)
             if not quiet:
                 log.info("stopped %s pid=%d", name, pid)
         if "real_node" in state and hostnet.owned_by(self.workdir):
+            root = Path(state["real_node"]["root"])
             proxy = state["real_node"].get("kube_proxy")
-            for action in hostnet.cleanup(Path(state["real_node"]["root"]), Path(proxy) if proxy else None):
+            sysctls = hostnet.saved_sysctls()
+            for action in hostnet.cleanup(root, Path(proxy) if proxy else None):
                 if not quiet:
                     log.info("real node: %s", action)
+            # Checked on every `down` (so at the end of every e2e session): the machine is shared.
+            # Unless another cluster claimed the node in the meantime: the traces are then its own.
+            if hostnet.current_owner() is None:
+                left = hostnet.leftovers(root, sysctls)
         self.state_file.unlink()
+        if left:
+            message = f"`down` left the real node's traces on this machine: {', '.join(left)}"
+            if quiet:  # inside `up`: the next attempt cleans again; do not hide the original error
+                log.error("%s", message)
+            else:
+                raise RuntimeError(message)
 
     def handle(self) -> ClusterHandle:
         """A handle on an already running cluster started by ``up``."""

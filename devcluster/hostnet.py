@@ -224,6 +224,31 @@ def kill_cgroup_processes() -> int:
     return killed
 
 
+def saved_sysctls() -> dict[str, str]:
+    """The values the node's first start found (empty when no node changed anything)."""
+    try:
+        saved: dict[str, str] = json.loads(SYSCTL_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+    return saved
+
+
+def leftovers(layout_root: Path, sysctls: dict[str, str]) -> list[str]:
+    """Every trace of a real node still on the machine; ``sysctls`` are the values to expect."""
+    found = [f"process {pid}" for pid in leftover_processes()]
+    found += [f"interface {name}" for name in leftover_interfaces()]
+    found += [f"iptables chain {chain}" for chain in leftover_chains()]
+    found += [f"cgroup {path}" for path in leftover_cgroups()]
+    found += [f"mount {path}" for path in mounts_under([RUN_DIR, cache_root() / "realnode", layout_root])]
+    for name, value in sysctls.items():
+        path = Path("/proc/sys") / name
+        if path.exists() and path.read_text().strip() != value:
+            found.append(f"sysctl {name.replace('/', '.')}={path.read_text().strip()} (was {value})")
+    if RUN_DIR.exists():
+        found.append(f"directory {RUN_DIR}")
+    return found
+
+
 def leftover_processes() -> list[int]:
     return sorted(set(_cgroup_pids()))
 
