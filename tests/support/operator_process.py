@@ -60,6 +60,22 @@ class OperatorProcess:
             for sample in family.samples
         }
 
+    def resyncs(self) -> float:
+        """Periodic resyncs whose passes all finished (every fleet looked at once more)."""
+        return self.samples().get(("ttsfleet_operator_resyncs_total", frozenset()), 0.0)
+
+    def wait_for_resyncs(self, count: int = 2, timeout: float = 120.0) -> None:
+        """The positive signal for a "nothing happened" check: ``count`` more resyncs finished.
+        Two guarantee one that started after this call, so it saw everything done before it."""
+        start = self.resyncs()
+        deadline = time.monotonic() + timeout
+        while self.resyncs() < start + count:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"the operator finished no {count} resyncs in {timeout:.0f}s; see {self._log_path}"
+                )
+            time.sleep(0.2)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import time
 from typing import Any
 
 import yaml
@@ -22,7 +21,6 @@ from fleet_helpers import condition, fleet, get, ready_fleet, wait_for
 from ttsfleet.operator import schedules
 
 NAME = "peaky"
-RESYNC_SECONDS = 5  # what conftest starts the operator with
 DRIFT_REPAIR_SECONDS = 10
 GITOPS_MANAGER = "argocd-controller"
 HPA_MANAGER = "kube-controller-manager"  # the HPA controller runs there
@@ -186,7 +184,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     sts_version = (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"]
 
     # Resync passes leave the autoscaler's count alone (and write nothing to the StatefulSet).
-    time.sleep(RESYNC_SECONDS + 2)
+    running_operator.wait_for_resyncs()
     assert spec_replicas(cluster, namespace) == 4
     assert (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"] == sts_version
 
@@ -293,6 +291,6 @@ def test_the_real_hpa_controller_scales_the_fleet_and_the_operator_leaves_it(
     # The operator's resyncs and a sync from git leave the HPA's count alone.
     sts_version = (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"]
     gitops_apply(cluster, namespace, manifest())
-    time.sleep(RESYNC_SECONDS + 2)
+    running_operator.wait_for_resyncs()
     assert spec_replicas(cluster, namespace) == AUTOSCALING["minReplicas"]
     assert (get(cluster, namespace, "sts", NAME) or {})["metadata"]["resourceVersion"] == sts_version

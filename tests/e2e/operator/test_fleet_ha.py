@@ -138,7 +138,8 @@ def test_a_replica_outranked_by_a_new_one_hands_over_and_stops_reporting(
             20,
         )
         ready_fleet(cluster, namespace, DEMOTED_NAME, timeout=60)
-        time.sleep(6)  # one more resync period of the old replica
+        # The paused replica keeps resyncing (looking) without acting: two more of its resyncs.
+        old.wait_for_resyncs()
         assert reconciles(old) == passes, "the paused replica reconciled"
         assert fleet_gauge(old, namespace) is None
     finally:

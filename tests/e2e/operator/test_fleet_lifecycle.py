@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from fleet_helpers import IMAGE, apply, condition, fleet, get, items, ready_fleet, wait_for
@@ -14,7 +13,6 @@ from ttsfleet.operator.naming import Owner
 NAME = "voices"
 SELECTOR = f"{naming.LABEL_INSTANCE}={NAME}"
 DRIFT_REPAIR_SECONDS = 10
-RESYNC_SECONDS = 5  # what conftest starts the operator with
 
 
 def pods(cluster: Any, namespace: str) -> list[dict[str, Any]]:
@@ -55,7 +53,8 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         assert node in json.dumps(terms)
     assert len({p["spec"]["nodeName"] for p in pods(cluster, namespace)}) == 3, "pods not spread over zones"
 
-    # Steady state: further passes (the resync runs every 5 s) write nothing at all.
+    # Steady state: further passes write nothing at all (two more finished resyncs prove the
+    # operator looked at the fleet again after `before` was taken).
     def versions() -> dict[str, str]:
         found = {f"{k}/{n}": (get(cluster, namespace, k, n) or {})["metadata"]["resourceVersion"] for k, n in expected}
         found["ttsd"] = (get(cluster, namespace, "ttsd", NAME) or {})["metadata"]["resourceVersion"]
@@ -67,7 +66,7 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         30,
     )
     before = versions()
-    time.sleep(RESYNC_SECONDS + 2)
+    running_operator.wait_for_resyncs()
     assert versions() == before, "a reconcile pass changed a settled fleet"
 
     # kubectl get shows the printer columns.

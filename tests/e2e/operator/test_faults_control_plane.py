@@ -1,0 +1,121 @@
+"""The control plane fails under the operator: kube-apiserver, then etcd, restarted while fleets
+are being created and changed. The operator must recover without a restart of its own, and act
+on a change made after the restart (no dead watch). Prints what was injected and measured."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fleet_faults import CONVERGE_SECONDS, all_converged, report, small_fleet, warmup_sentence
+from fleet_helpers import apply, get, wait_for
+from operator_process import OperatorProcess
+
+# How long the component stays down: long enough that the operator's watches and requests fail.
+DOWN_SECONDS = 5.0
+STOP_GRACE_SECONDS = 20.0
+
+
+def _group_gone(pid: int) -> bool:
+    # Reap it when it is this process's child (the session's cluster), so no zombie lingers.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def restart_component(cluster: Any, name: str, down_seconds: float) -> float:
+    """Stop one component of the local cluster (its process group) and start it again with the
+    same command line, environment and log; the state file learns the new pid so that the
+    cluster's teardown stops it. Returns when the process runs again (not when it is ready)."""
+    state_file = Path(cluster.workdir) / "state.json"
+    state = json.loads(state_file.read_text())
+    pid = int(state["pids"][name])
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    env = dict(
+        item.decode().split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    # As its supervisor would: SIGTERM, then SIGKILL once the grace period is over (kube-apiserver
+    # keeps draining long-running requests well past the point where it refuses new connections).
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while not _group_gone(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    time.sleep(down_seconds)  # the fault: the component stays away this long
+    with (Path(cluster.logs_dir) / f"{name}.log").open("ab") as log:
+        child = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=state_file.parent,
+            env=env,
+        )
+    state = json.loads(state_file.read_text())
+    state["pids"][name] = child.pid
+    state_file.write_text(json.dumps(state, indent=2))
+    return time.monotonic() - stopped
+
+
+def api_ready(cluster: Any) -> bool:
+    result = cluster.kubectl("get", "--raw=/readyz", check=False, timeout=10)
+    return result.returncode == 0 and result.stdout.strip() == "ok"
+
+
+@pytest.fixture
+def local_cluster(cluster: Any) -> Any:
+    if not (Path(cluster.workdir) / "state.json").exists():
+        pytest.skip("needs the local cluster's processes (not an external cluster)")
+    return cluster
+
+
+@pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
+def test_operator_recovers_from_a_control_plane_restart_without_restarting(
+    local_cluster: Any, namespace: str, running_operator: OperatorProcess, component: str
+) -> None:
+    cluster = local_cluster
+    before = [f"{component[:4]}-{i}" for i in range(6)]
+    after = [f"{component[:4]}-late-{i}" for i in range(2)]
+    # Fleets being created as the component goes away: the operator is mid-way through them.
+    apply(cluster, namespace, *(small_fleet(n) for n in before))
+    down = restart_component(cluster, component, DOWN_SECONDS)
+    restarted = time.monotonic()
+    wait_for(f"kube-apiserver ready after the {component} restart", lambda: api_ready(cluster), 180)
+    api_back = time.monotonic()
+    # Changes made after the restart: new fleets and an edit, which only live watches see.
+    apply(cluster, namespace, *(small_fleet(n) for n in after))
+    apply(cluster, namespace, small_fleet(before[0], warmup={"sentences": ["After the restart."]}))
+    wait_for(
+        f"all {len(before) + len(after)} fleets converged after the {component} restart",
+        lambda: all_converged(cluster, namespace, len(before) + len(after)) or None,
+        CONVERGE_SECONDS,
+        interval=1.0,
+    )
+    converged_in = time.monotonic() - api_back
+    assert "After the restart." in warmup_sentence(cluster, namespace, before[0])
+    for name in after:
+        assert get(cluster, namespace, "sts", name) is not None
+    # The same operator process did it: it never exited, and nothing here restarted it.
+    assert running_operator.running, "the operator exited during the control plane restart"
+    report(
+        f"{component}-restart",
+        fleets=len(before) + len(after),
+        down_s=round(down, 1),
+        api_ready_after_start_s=round(api_back - restarted, 1),
+        converged_after_api_ready_s=round(converged_in, 1),
+    )
