@@ -17,6 +17,25 @@ refusing connections. Between the endpoints coming up and the load request (tens
 launcher polls at 50 ms) Triton knows no model yet and ``/v2/health/ready`` says ready;
 ``/v2/models/<m>/ready`` is false throughout, which makes it the safer probe. Triton's
 ``--exit-timeout-secs`` bounds the drain on SIGTERM.
+
+Explicit model control means Triton accepts load requests, and a load request may carry a
+``config`` and model files in its body: Python that the server would run. So every admin API
+group (``ADMIN_APIS``: model repository, model config, shared memory, trace, logging) is
+restricted with Triton's ``--http-restricted-api`` / ``--grpc-restricted-protocol`` to requests
+carrying a key that each launcher draws afresh (``secrets``) and keeps to itself: it sends it
+only on its own repository requests, never logs it, and scrubs it from any error it logs.
+Inference, health, metadata and statistics stay open; metrics have their own port.
+
+Where the key travels: Triton reads these options from its command line only (no file, no
+environment variable; ``tritonserver --help`` of 2.51), and ``/proc/<pid>/cmdline`` is readable
+by any process in the same PID namespace. In a pod that namespace holds only this container's
+processes (the launcher, tritonserver and its python-backend stubs, all our code under one UID;
+the StatefulSet does not share the pod's process namespace), and whoever can ``kubectl exec``
+into it controls the worker anyway. Outside the pod only the node's host PID namespace sees it
+(node root, or pods with ``hostPID``, which the baseline Pod Security Standard forbids). The key
+guards one worker's admin APIs and dies with the process. Model control stays explicit (rather
+than loading at start-up, before the endpoints exist) so probes get a clear "not ready" while
+the model loads and warms up, and the launcher sees a failed load.
 """
 
 from __future__ import annotations
@@ -26,6 +45,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -47,6 +67,17 @@ from ttsfleet.contract import ServingConfig, render_triton_config
 log = logging.getLogger("ttsfleet.worker.server")
 
 ENV_TRITONSERVER = "TTSFLEET_TRITONSERVER"  # override the binary (e.g. the base image's own)
+
+# Triton's restricted API groups (2.51 knows health, metadata, inference, shared-memory,
+# model-config, model-repository, statistics, trace, logging). These need the launcher's key:
+# loading (which can run code from the request), unloading, the index, the model config (it holds
+# the voices' speaker embeddings), shared-memory regions, trace and log settings. The rest stays
+# open to the fleet's clients and the kubelet's probes.
+ADMIN_APIS = ("model-repository", "model-config", "shared-memory", "trace", "logging")
+# The HTTP header carrying the key; on gRPC Triton expects it as ``triton-grpc-protocol-<name>``.
+ADMIN_KEY_HEADER = "ttsfleet-admin-key"
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
+REDACTED = "<redacted>"
 
 
 class ServerError(RuntimeError):
@@ -163,6 +194,8 @@ class TritonServer:
         self.metrics_url = f"http://{client_host}:{self.metrics_port}/metrics"
         self.log_path = options.workdir / "triton.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # Known to this launcher and the tritonserver it starts, nobody else (module docstring).
+        self._admin_key = secrets.token_urlsafe(32)
 
     @property
     def model_name(self) -> str:
@@ -189,10 +222,18 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=true",
+            # Their frontends have been known to skip the restricted-API checks; we serve neither.
+            "--allow-sagemaker=false",
+            "--allow-vertex-ai=false",
+            f"--http-restricted-api={self._restriction()}",
+            f"--grpc-restricted-protocol={self._restriction()}",
             f"--log-verbose={options.log_verbose}",
         ]
         env = server_environment(options.model_cache, self.metrics_url, options.env)
-        log.info("starting tritonserver", extra={"http": self.http_url, "grpc": self.grpc_url})
+        log.info(
+            "starting tritonserver",
+            extra={"http": self.http_url, "grpc": self.grpc_url, "restricted_apis": list(ADMIN_APIS)},
+        )
         with contextlib.ExitStack() as stack:
             output = stack.enter_context(self.log_path.open("ab")) if options.log_to_file else None
             self.process = subprocess.Popen(
@@ -226,25 +267,45 @@ class TritonServer:
         if self.process is not None and self.process.poll() is not None:
             raise ServerError(f"tritonserver exited with {self.process.returncode}; log: {self.log_path}")
 
+    def _restriction(self) -> str:
+        return f"{','.join(ADMIN_APIS)}:{ADMIN_KEY_HEADER}={self._admin_key}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._admin_key, REDACTED)
+
+    def admin_headers(self, protocol: str = "http") -> dict[str, str]:
+        """The key as Triton expects it on ``http`` or ``grpc``, for callers in this process only
+        (the launcher's own requests, tests); never log it."""
+        return {GRPC_ADMIN_KEY_HEADER if protocol == "grpc" else ADMIN_KEY_HEADER: self._admin_key}
+
+    def _admin_post(self, path: str, timeout: float) -> bytes:
+        """POST to an admin API with the launcher's key; HTTPError carries Triton's refusal."""
+        request = urllib.request.Request(self.http_url + path, data=b"{}", method="POST", headers=self.admin_headers())
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bytes(response.read())
+
+    def _control(self, action: str, name: str, timeout: float) -> None:
+        try:
+            self._admin_post(f"/v2/repository/models/{name}/{action}", timeout)
+        except urllib.error.HTTPError as error:
+            message = self._redact(error.read().decode(errors="replace"))
+            log.error(f"model {action} failed", extra={"model": name, "error": message})
+            raise ServerError(f"{action}ing model {name} failed: {message}") from None
+
     def load_model(self, timeout: float) -> None:
         """Ask Triton to load (initialize + warm up) both models; blocks until they are loaded."""
         for name in (self.model_name, contract.unary_model_name(self.model_name)):
-            request = urllib.request.Request(
-                f"{self.http_url}/v2/repository/models/{name}/load", data=b"{}", method="POST"
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=timeout):
-                    pass
-            except urllib.error.HTTPError as error:
-                message = error.read().decode(errors="replace")
-                log.error("model load failed", extra={"model": name, "error": message})
-                raise ServerError(f"loading model {name} failed: {message}") from error
+            self._control("load", name, timeout)
+
+    def unload_model(self, name: str, timeout: float = 60.0) -> None:
+        """Unload one model (only this launcher can: the repository API needs its key)."""
+        self._control("unload", name, timeout)
 
     def model_states(self) -> dict[str, str]:
         """Triton's repository index: model name -> state (LOADING, READY, UNAVAILABLE...)."""
-        request = urllib.request.Request(f"{self.http_url}/v2/repository/index", data=b"{}", method="POST")
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return {entry["name"]: entry.get("state", "") for entry in json.load(response)}
+        return {
+            entry["name"]: entry.get("state", "") for entry in json.loads(self._admin_post("/v2/repository/index", 5))
+        }
 
     def start_loading(self) -> threading.Thread:
         """Load in the background; the outcome shows on the ready endpoints and in the log."""

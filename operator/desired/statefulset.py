@@ -1,8 +1,12 @@
 """The worker StatefulSet: one pod per Triton server, each with its own local-SSD model cache.
 
 Probes follow the worker contract: the model only turns ready after warmup, so startup and
-readiness probe the model's readiness; liveness probes the server only and, being gated by the
-startup probe, never kills a pod that is still fetching, loading or warming up.
+readiness probe the model's readiness. Liveness probes it too (contract.liveness_path), with more
+patience: readiness takes a pod out of rotation within seconds, liveness restarts it only when the
+model stays gone (unloaded or failed after start-up, while Triton itself still answers). Being
+gated by the startup probe, it never kills a pod that is still fetching, loading or warming up,
+and the kubelet stops it once the pod is being deleted, so a drain (Triton unloads the model at
+SIGTERM and stays up for open streams) never counts against it; readiness does go false then.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ttsfleet.operator.spec import TTSDeploymentSpec
 WORKER_COMMAND = ["ttsfleet-worker"]
 FETCH_COMMAND = ["ttsfleet-fetch"]
 GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS_USER = 1000
+RUN_AS_USER = contract.WORKER_UID
 STARTUP_PERIOD_SECONDS = 10
 # Time for kube-proxy/Gateway to drop the pod from endpoints before the server stops accepting.
 PRE_STOP_DELAY_SECONDS = 10
@@ -156,7 +160,7 @@ def _worker_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
         "resources": _resources(spec),
         "startupProbe": _probe(ready_path, period=STARTUP_PERIOD_SECONDS, failures=startup_failures),
         "readinessProbe": _probe(ready_path, period=5, failures=3),
-        "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=6),
+        "livenessProbe": _probe(contract.liveness_path(spec.model.name), period=10, failures=6),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_DELAY_SECONDS}}},
         "securityContext": _container_security(),
         "volumeMounts": [

@@ -49,10 +49,13 @@ def _model_state(server: Any, model_name: str) -> str | None:
         return None
 
 
-def start_server(tiny_weights: Path, workdir: Path, serving: ServingConfig) -> RunningServer:
+def start_server(tiny_weights: Path, workdir: Path, serving: ServingConfig, log_verbose: int = 0) -> RunningServer:
     from ttsfleet.worker.server import ServerOptions, TritonServer
 
-    server = TritonServer(ServerOptions(model_cache=tiny_weights, workdir=workdir, serving=serving, env=SERVER_ENV))
+    options = ServerOptions(
+        model_cache=tiny_weights, workdir=workdir, serving=serving, env=SERVER_ENV, log_verbose=log_verbose
+    )
+    server = TritonServer(options)
     server.start()
     running = RunningServer(server, server.grpc_url, server.http_url, server.metrics_url, server.log_path)
     started = time.monotonic()

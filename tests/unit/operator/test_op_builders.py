@@ -126,7 +126,7 @@ def test_probes_gate_on_model_readiness_and_spare_loading_pods() -> None:
     assert startup["httpGet"]["path"] == ready
     # Startup probe covers the whole warmup budget; liveness only starts after it succeeds.
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    assert container["livenessProbe"]["httpGet"]["path"] == contract.LIVE_PATH
+    assert container["livenessProbe"]["httpGet"]["path"] == contract.liveness_path("voicey")
 
 
 def test_drain_time_fits_in_the_grace_period() -> None:
