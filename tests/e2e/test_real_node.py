@@ -249,6 +249,17 @@ def test_local_volume_on_the_real_node_holds_files_across_pod_restarts(
     assert real.kubectl("logs", "-n", ns, "writer-2").stdout.split() == ["writer-1", "writer-2"]
     assert on_disk.read_text() == "writer-1\nwriter-2\n"
 
+    # Released, the volume returns to the pool empty, as a wiped disk would.
+    real.kubectl("delete", "pod", "writer-2", "-n", ns)
+    real.kubectl("delete", "pvc", "cache", "-n", ns)
+    wait_for(
+        lambda: _get(real, "pv", volume_name)["status"]["phase"] == "Available",
+        what=f"volume {volume_name} Available again",
+        timeout=60,
+        describe=lambda: real.kubectl("get", "pv", volume_name, "-o", "yaml", check=False).stdout,
+    )
+    assert list(on_disk.parent.iterdir()) == []
+
 
 def test_pod_reads_from_the_api_server_with_its_service_account_token(
     real: ClusterHandle, restricted_namespace: str
