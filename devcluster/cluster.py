@@ -354,7 +354,7 @@ class LocalCluster:
         state["real_node"]["kube_proxy"] = str(paths["kube-proxy"])
         pause = images.pause_image()
         config = self.workdir / "containerd.toml"
-        config.write_text(realnode.containerd_config(layout, pause.ref, runtime["containerd-shim-runc-v2"].parent))
+        config.write_text(realnode.containerd_config(layout, pause.ref))
         env = dict(os.environ)
         # containerd finds its runc shim on PATH: the one built with it comes first.
         env["PATH"] = f"{runtime['containerd'].parent}:{env.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"

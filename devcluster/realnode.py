@@ -88,9 +88,9 @@ class RealNodeLayout:
         return self.disks / f"ssd{slot}"
 
 
-def containerd_config(layout: RealNodeLayout, sandbox_image: str, shim_dir: Path) -> str:
-    """containerd config v3 (TOML written by hand: two tables and a dozen keys)."""
-    del shim_dir  # the shim is found on containerd's PATH (set by the caller)
+def containerd_config(layout: RealNodeLayout, sandbox_image: str) -> str:
+    """containerd config v3 (TOML written by hand: a few tables and a dozen keys). The runc shim
+    is found on containerd's PATH, which the caller sets."""
 
     def q(value: object) -> str:
         return json.dumps(str(value))

@@ -57,7 +57,7 @@ def test_real_node_volumes_are_real_directories_pinned_to_the_node() -> None:
 def test_containerd_config_pins_the_sandbox_image_and_restricts_oom_score() -> None:
     layout = realnode.RealNodeLayout(Path("/w"))
 
-    text = realnode.containerd_config(layout, "localhost/ttsfleet-pause:abc", Path("/bin"))
+    text = realnode.containerd_config(layout, "localhost/ttsfleet-pause:abc")
 
     assert 'sandbox = "localhost/ttsfleet-pause:abc"' in text
     assert "restrict_oom_score_adj = true" in text
