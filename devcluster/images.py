@@ -35,6 +35,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from ttsfleet import contract
 from ttsfleet.cache import cache_root
 from ttsfleet.devcluster import ocitar, upstream, versions
 
@@ -50,7 +51,7 @@ SITE_PACKAGES = f"{VENV}/lib/python{PYTHON_VERSION}/site-packages"
 RECIPE_VERSION = "1"
 
 OPERATOR_UID = 65532  # the chart's podSecurityContext
-WORKER_UID = 1000  # worker/Dockerfile: triton-server
+WORKER_UID = contract.WORKER_UID  # worker/Dockerfile's USER, the StatefulSet's runAsUser
 
 
 @dataclass(frozen=True)

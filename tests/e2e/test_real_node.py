@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ttsfleet.devcluster import hostnet, realnode
+from ttsfleet.devcluster import hostnet, images, realnode
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
 
@@ -165,7 +165,7 @@ def test_restricted_pod_from_the_local_image_runs_answers_probes_and_gives_logs_
     assert _http_get(f"http://{pod['status']['podIP']}:8080/") == "hello from web"
 
 
-@pytest.mark.parametrize(("image", "uid"), [("operator", UID), ("worker", 1000)])
+@pytest.mark.parametrize(("image", "uid"), [("operator", UID), ("worker", images.WORKER_UID)])
 def test_image_entry_point_starts_as_its_user_under_the_restricted_profile(
     real: ClusterHandle, restricted_namespace: str, image: str, uid: int
 ) -> None:
