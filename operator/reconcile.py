@@ -60,8 +60,21 @@ class Result:
     retry: bool = False
 
 
-def _optional_kind_condition(spec: TTSDeploymentSpec, kind: kinds.Kind, served: bool) -> Condition | None:
+def _optional_kind_condition(
+    spec: TTSDeploymentSpec, kind: kinds.Kind, served: bool, scraped: bool = True
+) -> Condition | None:
+    """``scraped``: the fleet declares a scrape path for its queue metric (a ServiceMonitor that
+    the cluster serves). Without one the queue trigger reads "no data", which KEDA counts as 0:
+    the fleet would never scale on load, silently. Say so."""
     if kind is kinds.SCALEDOBJECT and spec.autoscaling.enabled:
+        if served and not scraped:
+            return Condition(
+                conditions.AUTOSCALING,
+                False,
+                "QueueMetricNotScraped",
+                "nothing scrapes the fleet's queue metric (spec.monitoring.serviceMonitor is off or the "
+                "ServiceMonitor CRD is not installed): KEDA scales on schedules only",
+            )
         if served:
             bounds = f"{spec.autoscaling.min_replicas}..{spec.autoscaling.max_replicas}"
             return Condition(conditions.AUTOSCALING, True, "ScaledObjectApplied", f"KEDA scales within {bounds}")
@@ -275,7 +288,8 @@ class Reconciler:
         extra: list[Condition] = []
         served = {kind: self.kube.served(kind) for kind in kinds.OPTIONAL_KINDS}
         for kind, is_served in sorted(served.items(), key=lambda item: item[0].kind):
-            condition = _optional_kind_condition(spec, kind, is_served)
+            scraped = spec.monitoring.service_monitor and served.get(kinds.SERVICEMONITOR, False)
+            condition = _optional_kind_condition(spec, kind, is_served, scraped)
             if condition is not None:
                 extra.append(condition)
 

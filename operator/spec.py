@@ -419,10 +419,20 @@ class AutoscalingSpec:
             "schedule replicas must not exceed maxReplicas",
             field_path=".schedules",
         ),
+        # A fleet with no pod exports no queue metric, so the queue trigger can never wake it:
+        # only a schedule (a cron trigger, active whatever the load) brings it back from zero.
+        Rule(
+            "self.minReplicas > 0 || size(self.schedules) > 0",
+            "minReplicas 0 needs a schedule to wake the fleet "
+            "(with no pod running there is no queue metric to scale up on)",
+            field_path=".minReplicas",
+        ),
     )
 
     enabled: bool = prop("Create a KEDA ScaledObject for the fleet.", False)
-    min_replicas: int = prop("Lowest replica count (0 allows scale to zero).", 1, minimum=0, maximum=1000)
+    min_replicas: int = prop(
+        "Lowest replica count; 0 (scale to zero) only with a schedule that wakes the fleet.", 1, minimum=0, maximum=1000
+    )
     max_replicas: int = prop("Highest replica count.", 4, minimum=1, maximum=1000)
     target_queue_length: int = prop(
         f"Target {contract.METRIC_QUEUE_LENGTH} per pod (queued plus in-flight requests).", 4, minimum=1

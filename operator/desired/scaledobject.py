@@ -9,8 +9,8 @@ reports the result through the scale subresource. The alternative (target the St
 stop applying its replicas) would leave spec.replicas lying about the fleet and make the
 operator's apply depend on the autoscaler's state.
 
-For GitOps: with autoscaling on, leave spec.replicas out of git (the schema defaults it) or tell
-Argo CD to ignore ``/spec/replicas``, exactly as for a Deployment behind an HPA.
+For GitOps: with autoscaling on, leave spec.replicas out of git (the schema defaults it) and
+sync with server-side apply: the HPA's field manager then owns replicas and Argo CD has no diff.
 """
 
 from __future__ import annotations
@@ -25,9 +25,17 @@ from ttsfleet.operator.spec import TTSDeploymentSpec
 
 
 def queue_query(owner: Owner) -> str:
-    """Total queue of the fleet; KEDA divides by the per-pod target (AverageValue)."""
+    """Total queue of the fleet; KEDA divides by the per-pod target (AverageValue).
+
+    No ``or vector(0)``: "no series" is left to the trigger's ``ignoreNullValues``, stated in
+    the trigger, not hidden in PromQL. It is "true" (KEDA's default, said out loud) because a
+    fleet whose pods are all gone, or not yet scraped, legitimately has no series, and an
+    erroring metric stops the HPA from ever scaling down (a closing cron window included). A
+    fleet that nothing scrapes is reported by the operator instead (condition Autoscaling=False,
+    QueueMetricNotScraped), where a user sees it.
+    """
     selector = f'namespace="{owner.namespace}",service="{naming.client_service_name(owner)}"'
-    return f"sum({contract.METRIC_QUEUE_LENGTH}{{{selector}}}) or vector(0)"
+    return f"sum({contract.METRIC_QUEUE_LENGTH}{{{selector}}})"
 
 
 def _triggers(owner: Owner, spec: TTSDeploymentSpec, starts: dict[str, str]) -> list[dict[str, Any]]:
@@ -41,6 +49,7 @@ def _triggers(owner: Owner, spec: TTSDeploymentSpec, starts: dict[str, str]) -> 
                 "serverAddress": scaling.prometheus_address,
                 "query": queue_query(owner),
                 "threshold": str(scaling.target_queue_length),
+                "ignoreNullValues": "true",
             },
         }
     ]

@@ -48,8 +48,10 @@ if degraded ~= nil and degraded.status == "True" then
 end
 if ready ~= nil and ready.status == "True" then
   -- Zero desired pods (by hand or by an autoscaler at minReplicas 0) is a pause, not a failure.
+  -- Healthy, not Suspended: Argo CD rolls the worst health up into the Application (and the
+  -- app of apps), so one fleet at zero would mark every sibling fleet Suspended.
   if ready.reason == "ScaledToZero" then
-    return verdict("Suspended", describe(ready))
+    return verdict("Healthy", describe(ready))
   end
   -- Ready pods while a rollout is still replacing others: not done yet.
   if progressing ~= nil and progressing.status == "True" then

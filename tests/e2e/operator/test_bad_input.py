@@ -274,6 +274,7 @@ CASES: list[Case] = [
     Case("min-above-max", scaling(minReplicas=5, maxReplicas=2), S + "autoscaling.minReplicas"),
     Case("min-negative", scaling(minReplicas=-1), S + "autoscaling.minReplicas"),
     Case("max-zero", scaling(minReplicas=0, maxReplicas=0), S + "autoscaling.maxReplicas"),
+    Case("zero-without-schedule", scaling(minReplicas=0), S + "autoscaling.minReplicas"),
     Case("target-queue-zero", scaling(targetQueueLength=0), S + "autoscaling.targetQueueLength"),
     Case("polling-zero", scaling(pollingIntervalSeconds=0), S + "autoscaling.pollingIntervalSeconds"),
     Case("cooldown-negative", scaling(cooldownSeconds=-1), S + "autoscaling.cooldownSeconds"),

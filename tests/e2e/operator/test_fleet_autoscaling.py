@@ -49,7 +49,13 @@ AUTOSCALING: dict[str, Any] = {
 
 def manifest(**overrides: Any) -> dict[str, Any]:
     """The CR as git holds it: no replicas, which belong to the autoscaler."""
-    doc = fleet(NAME, autoscaling=copy.deepcopy(AUTOSCALING), warmup={"sentences": ["Good evening."]})
+    # The ServiceMonitor is what gets the queue metric scraped (else Autoscaling=False, QueueMetricNotScraped).
+    doc = fleet(
+        NAME,
+        autoscaling=copy.deepcopy(AUTOSCALING),
+        warmup={"sentences": ["Good evening."]},
+        monitoring={"serviceMonitor": True},
+    )
     doc["spec"].update(overrides)
     return doc
 

@@ -182,6 +182,8 @@ def autoscaling(draw: st.DrawFn) -> dict[str, Any]:
                 end = f"{(int(minute) + 1) % 60} {hour} * * *"
         window["end"] = end
         windows.append(window)
+    # Scale to zero is valid only with a schedule to wake the fleet (AutoscalingSpec.RULES).
+    low = low if low or windows else 1
     return {
         "enabled": draw(st.booleans()),
         "minReplicas": low,

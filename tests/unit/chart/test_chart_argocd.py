@@ -72,16 +72,21 @@ def test_every_fleet_in_the_gitops_folder_is_a_valid_ttsdeployment() -> None:
         spec.parse_spec(doc["spec"])
 
 
-def test_autoscaled_fleets_leave_replicas_to_the_autoscaler() -> None:
+def test_autoscaled_fleets_leave_replicas_to_the_autoscaler_and_fixed_ones_to_git() -> None:
+    """Server-side apply gives each fleet the owner it needs: Git owns replicas only where Git sets
+    them. A blanket ignoreDifferences on /spec/replicas would take fixed-size fleets out of Git's
+    control (a hand edit would stay, a commit would change nothing)."""
+    kinds = set()
     for doc in documents(ARGO / "fleets"):
-        if doc["spec"].get("autoscaling", {}).get("enabled"):
+        autoscaled = bool(doc["spec"].get("autoscaling", {}).get("enabled"))
+        kinds.add(autoscaled)
+        if autoscaled:
             assert "replicas" not in doc["spec"], f"{doc['metadata']['name']} would fight KEDA over replicas"
+        else:
+            assert "replicas" in doc["spec"], f"{doc['metadata']['name']} leaves its size to the schema default"
+    assert kinds == {True, False}
     app = fleets_app()
-    ignored = [
-        pointer
-        for rule in app["spec"]["ignoreDifferences"]
-        if (rule["group"], rule["kind"]) == (spec.GROUP, spec.KIND)
-        for pointer in rule["jsonPointers"]
+    assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
+    assert not [
+        rule for rule in app["spec"].get("ignoreDifferences") or [] if "/spec/replicas" in rule.get("jsonPointers", [])
     ]
-    assert "/spec/replicas" in ignored
-    assert "RespectIgnoreDifferences=true" in app["spec"]["syncPolicy"]["syncOptions"]

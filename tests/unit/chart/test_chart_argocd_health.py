@@ -32,7 +32,7 @@ def test_captured_fleets(name: str, expected: str, obj: dict[str, Any]) -> None:
 
 
 def test_every_verdict_was_captured_from_a_real_cluster() -> None:
-    assert {expected for _, expected, _ in captured()} == {"Healthy", "Progressing", "Degraded", "Suspended"}
+    assert {expected for _, expected, _ in captured()} == {"Healthy", "Progressing", "Degraded"}
 
 
 def fleet(desired: int, generation: int = 1, **sts_status: Any) -> dict[str, Any]:
@@ -64,8 +64,12 @@ def test_ready_but_still_rolling_out_is_progressing() -> None:
     assert health(obj)[0] == "Progressing"
 
 
-def test_scaled_to_zero_is_suspended() -> None:
-    assert health(fleet(0))[0] == "Suspended"
+def test_scaled_to_zero_is_healthy_so_it_does_not_suspend_the_application() -> None:
+    # Argo CD rolls the worst resource health up into the Application: a Suspended fleet would
+    # mark the whole fleets Application (and the app of apps) Suspended.
+    verdict, message = health(fleet(0))
+    assert verdict == "Healthy"
+    assert "ScaledToZero" in message
 
 
 def test_a_problem_is_degraded_with_its_message() -> None:

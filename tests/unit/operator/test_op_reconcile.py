@@ -207,6 +207,8 @@ def test_autoscaling_applies_scaledobject_and_reports_derived_starts() -> None:
             "schedules": [{"name": "eve", "readyBy": "0 19 * * *", "end": "0 23 * * *", "replicas": 3}],
         },
         warmup={"timeoutSeconds": 240},
+        # The queue trigger's metric needs a scrape path, else Autoscaling says QueueMetricNotScraped.
+        monitoring={"serviceMonitor": True},
     )
     kube, reconciler = setup(spec)
     reconciler.reconcile(OWNER.namespace, OWNER.name)
