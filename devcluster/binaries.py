@@ -37,6 +37,8 @@ class Bundle:
     packages: tuple[str, ...]
     ldflags: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    # A Go toolchain newer than the machine's, fetched from the module proxy (GOTOOLCHAIN).
+    toolchain: str = ""
 
     @property
     def wrapper_dir(self) -> Path:
@@ -100,8 +102,10 @@ BUNDLES: tuple[Bundle, ...] = (
 _RENAMES = {"server": "etcd"}
 
 
-def _go_version() -> str:
-    return subprocess.run(["go", "env", "GOVERSION"], check=True, capture_output=True, text=True).stdout.strip()
+def _go_version(toolchain: str = "") -> str:
+    return subprocess.run(
+        ["go", "env", "GOVERSION"], check=True, capture_output=True, text=True, env=go_env(toolchain)
+    ).stdout.strip()
 
 
 def _fingerprint(bundle: Bundle, go_version: str) -> str:
@@ -116,7 +120,7 @@ def _fingerprint(bundle: Bundle, go_version: str) -> str:
 
 
 def bundle_dir(bundle: Bundle, go_version: str | None = None) -> Path:
-    fingerprint = _fingerprint(bundle, go_version or _go_version())
+    fingerprint = _fingerprint(bundle, go_version or _go_version(bundle.toolchain))
     return cache_root() / "bin" / f"{bundle.name}-{bundle.version}-{fingerprint}"
 
 
@@ -133,10 +137,12 @@ def _binary_name(package: str) -> str:
     return _RENAMES.get(name, name)
 
 
-def _go_env() -> dict[str, str]:
+def go_env(toolchain: str = "") -> dict[str, str]:
     env = dict(os.environ)
     # CGO off: static binaries that do not depend on the machine's libc headers.
     env.setdefault("CGO_ENABLED", "0")
+    if toolchain:
+        env["GOTOOLCHAIN"] = toolchain
     return env
 
 
@@ -157,7 +163,9 @@ def _heartbeat(stop: threading.Event, message: str, started: float, counter: lis
             log.info("%s: %ds elapsed", message, elapsed)
 
 
-def _run_with_progress(command: list[str], cwd: Path, what: str, total: int, log_path: Path) -> None:
+def _run_with_progress(
+    command: list[str], cwd: Path, what: str, total: int, log_path: Path, toolchain: str = ""
+) -> None:
     started = time.monotonic()
     counter = [0]
     stop = threading.Event()
@@ -166,7 +174,7 @@ def _run_with_progress(command: list[str], cwd: Path, what: str, total: int, log
     try:
         with log_path.open("a") as log_file:
             process = subprocess.Popen(
-                command, cwd=cwd, env=_go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                command, cwd=cwd, env=go_env(toolchain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
             assert process.stdout is not None
             for line in process.stdout:
@@ -200,7 +208,7 @@ def _count_packages(bundle: Bundle, log_path: Path) -> int:
                 *bundle.packages,
             ],
             cwd=bundle.wrapper_dir,
-            env=_go_env(),
+            env=go_env(bundle.toolchain),
             stdout=subprocess.PIPE,
             stderr=log_file,
             text=True,
@@ -214,7 +222,7 @@ def _count_packages(bundle: Bundle, log_path: Path) -> int:
 
 def build_bundle(bundle: Bundle) -> Path:
     """Return the directory holding the bundle's binaries, building it when absent."""
-    go_version = _go_version()
+    go_version = _go_version(bundle.toolchain)
     target = bundle_dir(bundle, go_version)
     if all((target / _binary_name(p)).is_file() for p in bundle.packages):
         log.debug("reusing %s from %s", bundle.name, target)
@@ -226,7 +234,12 @@ def build_bundle(bundle: Bundle) -> Path:
     log.info("building %s %s from source (first time only; log: %s)", bundle.name, bundle.version, log_path)
     log.info("%s: downloading modules", bundle.name)
     _run_with_progress(
-        ["go", "mod", "download", "-x"], bundle.wrapper_dir, f"downloading {bundle.name} modules", 0, log_path
+        ["go", "mod", "download", "-x"],
+        bundle.wrapper_dir,
+        f"downloading {bundle.name} modules",
+        0,
+        log_path,
+        bundle.toolchain,
     )
     total = _count_packages(bundle, log_path)
     staging = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-", dir=target.parent))
@@ -234,7 +247,7 @@ def build_bundle(bundle: Bundle) -> Path:
         command = ["go", "build", "-v", "-trimpath", *_tag_flags(bundle)]
         command += ["-ldflags", " ".join(("-s", "-w", *bundle.ldflags))]
         command += ["-o", str(staging) + "/", *bundle.packages]
-        _run_with_progress(command, bundle.wrapper_dir, f"building {bundle.name}", total, log_path)
+        _run_with_progress(command, bundle.wrapper_dir, f"building {bundle.name}", total, log_path, bundle.toolchain)
         for package in bundle.packages:
             (staging / _go_output_name(package)).rename(staging / _binary_name(package))
         # Rename last so a killed build never leaves a directory that looks complete.

@@ -7,9 +7,11 @@
 #   ethtool socat iproute2        kubelet/kube-proxy helpers; the node's veth address
 #   mmdebstrap                    the Debian base rootfs of the worker and operator images
 #   gcc libc6-dev                 the static pause binary (the CRI sandbox image)
+#   prometheus redis-server       optional add-ons (addons=("prometheus", "argocd")): the scraper
+#                                 KEDA's prometheus trigger reads; Argo CD's cache
 set -eu
 
-PACKAGES="runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mmdebstrap gcc libc6-dev"
+PACKAGES="runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mmdebstrap gcc libc6-dev prometheus redis-server"
 
 missing=""
 for package in $PACKAGES; do

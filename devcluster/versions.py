@@ -12,6 +12,10 @@ ETCD = "v3.6.8"
 KWOK = "v0.8.0"
 HELM = "v3.22.0"
 KEDA = "v2.18.0"
+# Optional add-on (GitOps e2e). Its go.mod asks for a Go newer than the machine's, which the
+# module proxy serves as a toolchain module.
+ARGOCD = "v3.6.1"
+ARGOCD_GO_TOOLCHAIN = "go1.27.0"
 PROMETHEUS_OPERATOR = "v0.85.0"
 # Kubernetes 1.36 supports containerd 2.2+; Debian bookworm ships 1.6 (kept alive by a fallback
 # that 1.37 removes), so the real node runs one built from the module proxy.
