@@ -226,9 +226,12 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
 
     operator = Operator(identity.kubeconfig, op_ns, args.resync_seconds, logs / f"operator-{n}.log")
     try:
+        # Started, listed and through one resync: what follows is the reaction to new fleets.
+        wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
         before = traffic.requests(cluster, identity)
         start = time.monotonic()
         apply_fleets(cluster, op_ns, n, args.replicas)
+        applied_at = time.monotonic()
         expected = len(children)
         children_at = wait(f"{expected} children", lambda: count_children(cluster, op_ns) >= expected, 600, 0.2)
         ready_at = wait(f"{n} fleets Ready", lambda: fleets_ready(cluster, op_ns, n), 900, 0.5)
@@ -236,7 +239,11 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         resyncs = operator.metric("ttsfleet_operator_resyncs_total")
         wait("a resync after settling", lambda: operator.metric("ttsfleet_operator_resyncs_total") > resyncs, 900, 0.5)
         converged = traffic.requests(cluster, identity) - before
-        print(f"N={n}: children after {children_at - start:.2f} s, Ready after {ready_at - start:.2f} s", flush=True)
+        print(
+            f"N={n}: children after {children_at - start:.2f} s (kubectl apply of the fleets took "
+            f"{applied_at - start:.2f} s), Ready after {ready_at - start:.2f} s",
+            flush=True,
+        )
 
         idle_start = traffic.requests(cluster, identity)
         resyncs = operator.metric("ttsfleet_operator_resyncs_total")
@@ -276,7 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     pods = 2 * sum(args.fleets) * args.replicas
-    plan = addons.NodePlan(volumes_per_node=math.ceil(pods / 3) + 8, pods=max(110, math.ceil(pods / 3) + 30))
+    # Room for every pod of both halves on the three kwok nodes: a local PV each, and CPU for the
+    # fetch init container's request.
+    per_node = math.ceil(pods / 3) + 8
+    plan = addons.NodePlan(volumes_per_node=per_node, pods=max(110, per_node + 30), cpu=str(max(32, 2 * per_node)))
     with tempfile.TemporaryDirectory(prefix="operator-bench-") as tmp:
         workdir = Path(tmp) / "cluster"
         with running(workdir, plan) as cluster:

@@ -77,8 +77,8 @@ class Controller:
 
     # -- inputs --------------------------------------------------------------------------------
 
-    def enqueue(self, key: Key) -> None:
-        self.queue.add(key)
+    def enqueue(self, key: Key, urgent: bool = True) -> None:
+        self.queue.add(key, urgent)
         metrics.QUEUE_DEPTH.set(len(self.queue))
 
     def saw_event(self, namespace: str | None) -> None:
@@ -155,7 +155,7 @@ class Controller:
         # Only the active replica reports per-fleet figures.
         self.reconciler.fleets.retain(mine)
         for key in mine:
-            self.enqueue(key)
+            self.enqueue(key, urgent=False)
         deadline = time.monotonic() + self.options.resync_seconds
         while not self.queue.idle():
             if time.monotonic() > deadline:

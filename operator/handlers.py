@@ -69,7 +69,10 @@ async def on_child_event(
         return
     if type != "DELETED" and controller.reconciler.own_apply(namespace, owner, body):
         return
-    controller.enqueue((namespace, owner))
+    # A controller reporting on a child we applied (a StatefulSet's status) is not urgent; a
+    # deleted child, or one whose spec someone changed, is.
+    urgent = type == "DELETED" or not controller.reconciler.known_generation(namespace, owner, body)
+    controller.enqueue((namespace, owner), urgent)
 
 
 async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
@@ -77,7 +80,7 @@ async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], n
     controller.saw_event(namespace)
     owner = labels.get(naming.LABEL_INSTANCE)
     if type is not None and owner and namespace:
-        controller.enqueue((namespace, owner))
+        controller.enqueue((namespace, owner), urgent=False)
 
 
 async def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:

@@ -112,6 +112,7 @@ class _Applied:
     resource_version: int | None
     stamp: str | None
     seen: bool  # the watch has shown this child since (so its absence means it was deleted)
+    generation: int | None = None
 
 
 class Reconciler:
@@ -189,6 +190,23 @@ class Reconciler:
         last = self._applied.get((namespace, fleet), {}).get((plural, meta.get("name", "")))
         return last is not None and last.uid == meta.get("uid") and last.resource_version == _rv(child)
 
+    def known_generation(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
+        """Whether a child's spec is still the generation our last apply left (a controller's
+        status report, not an edit). Kinds without generations never qualify."""
+        meta = child.get("metadata") or {}
+        try:
+            plural = kinds.kind_of(child).plural
+        except KeyError:
+            return False
+        last = self._applied.get((namespace, fleet), {}).get((plural, meta.get("name", "")))
+        generation = meta.get("generation")
+        return (
+            last is not None
+            and last.uid == meta.get("uid")
+            and generation is not None
+            and last.generation == generation
+        )
+
     def _retry_later(self, key: tuple[str, str], why: str) -> None:
         delay = self.retries.failed(key, time.monotonic())
         log.debug("retrying %s/%s in %.0f s: %s", *key, delay, why)
@@ -229,15 +247,17 @@ class Reconciler:
         reason = applied.drift(stamped, live)
         if reason is None:
             assert live is not None
-            memory[(kind.plural, name)] = _Applied(live["metadata"].get("uid", ""), _rv(live), stamp, True)
+            meta = live["metadata"]
+            memory[(kind.plural, name)] = _Applied(meta.get("uid", ""), _rv(live), stamp, True, meta.get("generation"))
             return True
         log.info("applying %s %s/%s: %s", kind.kind, key[0], name, reason)
         return False
 
     def _apply(self, key: tuple[str, str], kind: kinds.Kind, stamped: dict[str, Any]) -> dict[str, Any]:
         response = self.kube.apply(stamped)
+        meta = response.get("metadata") or {}
         self._applied.setdefault(key, {})[(kind.plural, stamped["metadata"]["name"])] = _Applied(
-            (response.get("metadata") or {}).get("uid", ""), _rv(response), applied.stamp_of(stamped), False
+            meta.get("uid", ""), _rv(response), applied.stamp_of(stamped), False, meta.get("generation")
         )
         metrics.APPLIES.labels(kind.kind).inc()
         return response

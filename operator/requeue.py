@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
@@ -54,38 +55,49 @@ class Backoff(Generic[K]):
 class WorkQueue(Generic[K]):
     """Keys waiting for a pass, on the event loop: a key is queued at most once and handed to one
     worker at a time; a key added while a worker holds it is handed out again once it is done, so
-    the newest event is never lost and two passes of one fleet never overlap."""
+    the newest event is never lost and two passes of one fleet never overlap.
+
+    Two lanes: urgent keys (a new or changed fleet, a child edited or deleted, a retry) are handed
+    out before the rest (pods moving, the resync), so that a burst of new fleets gets its children
+    before the status updates of fleets already converging."""
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[K] = asyncio.Queue()
-        self._queued: set[K] = set()
+        self._urgent: deque[K] = deque()
+        self._later: deque[K] = deque()
+        self._queued: dict[K, bool] = {}  # key -> in the urgent lane
         self._active: set[K] = set()
-        self._dirty: set[K] = set()
+        self._dirty: dict[K, bool] = {}
+        self._items = asyncio.Semaphore(0)
 
     def __len__(self) -> int:
         return len(self._queued)
 
-    def add(self, key: K) -> None:
+    def add(self, key: K, urgent: bool = True) -> None:
         if key in self._active:
-            self._dirty.add(key)
+            self._dirty[key] = self._dirty.get(key, False) or urgent
         elif key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._queued[key] = urgent
+            (self._urgent if urgent else self._later).append(key)
+            self._items.release()
+        elif urgent and not self._queued[key]:
+            self._later.remove(key)
+            self._urgent.append(key)
+            self._queued[key] = True
 
-    def add_after(self, key: K, delay: float) -> None:
-        asyncio.get_running_loop().call_later(delay, self.add, key)
+    def add_after(self, key: K, delay: float, urgent: bool = True) -> None:
+        asyncio.get_running_loop().call_later(delay, self.add, key, urgent)
 
     async def get(self) -> K:
-        key = await self._queue.get()
-        self._queued.discard(key)
+        await self._items.acquire()
+        key = self._urgent.popleft() if self._urgent else self._later.popleft()
+        del self._queued[key]
         self._active.add(key)
         return key
 
     def done(self, key: K) -> None:
         self._active.discard(key)
         if key in self._dirty:
-            self._dirty.discard(key)
-            self.add(key)
+            self.add(key, self._dirty.pop(key))
 
     def idle(self) -> bool:
         return not self._queued and not self._active

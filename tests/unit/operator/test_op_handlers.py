@@ -14,6 +14,7 @@ from ttsfleet.operator import controller as controller_module
 from ttsfleet.operator.cache import Observed
 from ttsfleet.operator.controller import Controller, Options
 from ttsfleet.operator.reconcile import Reconciler
+from ttsfleet.operator.requeue import WorkQueue
 
 
 def test_registry_has_no_finalizer_requiring_handlers() -> None:
@@ -52,16 +53,21 @@ class FakeReconciler:
     def own_apply(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
         return child["metadata"]["resourceVersion"] in self.own_applies
 
+    def known_generation(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
+        return child["metadata"]["resourceVersion"] == "5"  # a status report of the controller
+
 
 class FakeController:
     def __init__(self, fleets: list[tuple[str, str]] | None = None) -> None:
         self.reconciler = FakeReconciler()
         self.queued: list[tuple[str, str]] = []
+        self.urgent: list[bool] = []
         self.fleets = fleets or []
         self.events = 0
 
-    def enqueue(self, key: tuple[str, str]) -> None:
+    def enqueue(self, key: tuple[str, str], urgent: bool = True) -> None:
         self.queued.append(key)
+        self.urgent.append(urgent)
 
     def enqueue_all(self) -> int:
         self.queued += self.fleets
@@ -99,6 +105,8 @@ def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
     # rv 7 is our own status write, rv 9 our own apply, None an initial listing: no pass for those;
     # a deleted child is drift, a deleted fleet is forgotten.
     assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "d")]
+    # A controller's status report and a pod moving wait behind fleets with real work.
+    assert controller.urgent == [True, False, True, False]
     assert controller.reconciler.forgotten == [("ns", "b")]
 
 
@@ -226,3 +234,23 @@ def test_identical_replicas_get_distinct_priorities_so_one_of_them_is_active() -
     assert all(priority > 0 for priority in priorities)
     assert parse_args(["-A", "--peering", "ha", "--priority", "7"]).priority == 7
     assert parse_args(["-A"]).priority == 0
+
+
+def test_the_queue_hands_out_urgent_keys_first_and_never_one_key_twice_at_once() -> None:
+    async def drain() -> None:
+        queue: WorkQueue[str] = WorkQueue()
+        queue.add("pod-moved", urgent=False)
+        queue.add("resynced", urgent=False)
+        queue.add("new-fleet")
+        queue.add("resynced")  # an event with real work for a key already waiting: moves up
+        queue.add("new-fleet")  # already queued: once
+        assert len(queue) == 3
+        first = await queue.get()
+        queue.add(first)  # while a worker holds it: again after it is done, not now
+        order = [first, await queue.get(), await queue.get()]
+        assert order == ["new-fleet", "resynced", "pod-moved"]
+        assert len(queue) == 0
+        queue.done(first)
+        assert await queue.get() == "new-fleet"
+
+    asyncio.run(drain())
