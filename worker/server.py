@@ -63,6 +63,7 @@ from types import FrameType
 
 from ttsfleet import contract, logs
 from ttsfleet.contract import ServingConfig, render_triton_config
+from ttsfleet.worker import supervisor
 
 log = logging.getLogger("ttsfleet.worker.server")
 
@@ -363,9 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=contract.HTTP_PORT)
     parser.add_argument("--grpc-port", type=int, default=contract.GRPC_PORT)
     parser.add_argument("--metrics-port", type=int, default=contract.METRICS_PORT)
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=supervisor.termination_log_path(),
+        help="where a fatal reason is left for Kubernetes (its terminationMessagePath)",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     logs.configure_json()
-    serving, pbtxt = _serving_from_mount(args.serving_config)
+    try:
+        serving, pbtxt = _serving_from_mount(args.serving_config)
+    except (ValueError, TypeError, OSError) as error:  # ContractError, bad JSON, unreadable mount
+        return supervisor.fail(f"serving config in {args.serving_config} is unusable: {error}", args.termination_log)
     options = ServerOptions(
         model_cache=args.model_cache, workdir=args.workdir, serving=serving, config_pbtxt=pbtxt,
         host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
@@ -373,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     server = TritonServer(options)
 
+    # Loads the model (or exits with the reason), then reloads it when ChatTTS turns unhealthy.
+    watch = supervisor.Supervisor(server, serving, args.termination_log)
+
     def forward(signum: int, _frame: FrameType | None) -> None:
         # Triton stops taking new requests and drains open streams up to its exit timeout.
+        watch.stop()
         if server.process is not None:
             server.process.send_signal(signum)
 
@@ -382,10 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, forward)
     server.start()
     assert server.process is not None
-    with contextlib.suppress(ServerError):
-        server.wait_for(contract.LIVE_PATH, timeout=120)
-        server.start_loading()
-    return server.process.wait()
+    watch.start()
+    return watch.exit_code(server.process.wait())
 
 
 if __name__ == "__main__":
