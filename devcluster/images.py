@@ -265,7 +265,12 @@ def project_layer(extra: str, uid: int, scripts: dict[str, str], writable: tuple
                 path.chmod(0o755)
             for directory in writable:
                 (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
-            _tar_tree(root, out, owned_by={directory.lstrip("/"): uid for directory in writable})
+            _tar_tree(
+                root,
+                out,
+                roots=(VENV.lstrip("/"), *(directory.lstrip("/") for directory in writable)),
+                owned_by={directory.lstrip("/"): uid for directory in writable},
+            )
 
     return Layer(f"project-{extra}", (source_key, str(uid), json.dumps(scripts), *writable), build, cheap=True)
 
@@ -490,8 +495,10 @@ def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _tar_tree(root: Path, out: Path, owned_by: dict[str, int] | None = None) -> None:
-    """Tar ``root``'s contents as an image layer: paths relative to /, owned by root unless listed."""
+def _tar_tree(root: Path, out: Path, roots: tuple[str, ...], owned_by: dict[str, int] | None = None) -> None:
+    """Tar ``roots`` (paths under ``root``, relative to /) as an image layer, owned by root unless
+    listed. Their parents (/tmp, /var, /opt, ...) are left out: the base layer's stay, with
+    their modes (an entry for /tmp here would take away its sticky, world-writable bit)."""
     owners = owned_by or {}
 
     def owner(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -503,8 +510,8 @@ def _tar_tree(root: Path, out: Path, owned_by: dict[str, int] | None = None) -> 
         return info
 
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
-        for entry in sorted(root.iterdir()):
-            archive.add(entry, entry.name, filter=owner)
+        for relative in sorted(roots):
+            archive.add(root / relative, relative, filter=owner)
 
 
 def _run_logged(command: list[str], what: str) -> None:

@@ -103,3 +103,22 @@ def test_layers_the_reader_already_has_are_left_out_but_still_referenced(tmp_pat
     index = json.loads(files["index.json"])
     manifest = json.loads(files[f"blobs/sha256/{index['manifests'][0]['digest'].removeprefix('sha256:')}"])
     assert manifest["layers"][0]["digest"] == f"sha256:{layer.digest}"
+
+
+def test_project_layer_keeps_the_base_directories_modes_and_gives_writable_paths_to_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTSFLEET_CACHE", str(tmp_path))
+    layer = images.project_layer("worker", 65532, {"ttsfleet-worker": "ttsfleet.worker.server:main"}, ("/tmp/w",))
+    images.layers_dir().mkdir(parents=True)
+    out = tmp_path / "layer.tar"
+
+    layer.build(out)
+
+    with tarfile.open(out) as archive:
+        members = {member.name: member for member in archive.getmembers()}
+    # An entry for /tmp (or /var, /opt) would replace the base's, sticky bit and all.
+    assert not {"tmp", "opt", "var", "etc"} & set(members)
+    assert members["tmp/w"].uid == 65532
+    assert members["opt/venv/bin/ttsfleet-worker"].uid == 0
+    assert "opt/venv/lib/python3.11/site-packages/ttsfleet/worker/server.py" in members
