@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         handle = cluster.handle()
         print(handle.kubectl("get", "--raw=/readyz?verbose").stdout)
         print(handle.kubectl("get", "nodes,storageclass,pv", "-L", "topology.kubernetes.io/zone").stdout)
+        for name in handle.real_nodes:
+            print(f"real node {name}; pods reach the API server at {handle.pod_api_server}")
+        for image, ref in sorted(handle.images.items()):
+            print(f"image {image}\t{ref}")
     return 0
 
 
