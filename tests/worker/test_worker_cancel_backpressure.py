@@ -56,6 +56,21 @@ def _sentences_synthesized(metrics_url: str) -> float:
     return _samples(metrics_url).get(f"{contract.METRIC_BATCH_SIZE}_sum", 0.0)
 
 
+def _stub_rss_mib(running: RunningServer) -> float:
+    """Resident memory of the chattts model's python-backend stub (where the scheduler lives)."""
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if b"chattts/1/model.py" in status.read_bytes() and str(running.log_path.parent) in status.read_text(
+                errors="replace"
+            ):
+                for line in (status.parent / "status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return float("nan")
+
+
 def _wait_until_idle(metrics_url: str) -> dict[str, float]:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
@@ -119,12 +134,14 @@ def test_a_full_replica_refuses_at_once_and_the_client_library_goes_elsewhere(sm
 def test_disconnects_mid_stream_are_dropped_and_leave_no_jobs(small_triton) -> None:
     _wait_until_idle(small_triton.metrics_url)
     before = _sentences_synthesized(small_triton.metrics_url)
+    rss_before = _stub_rss_mib(small_triton)
     for _ in range(DISCONNECTS // SMALL.max_open_requests):
         _wave(small_triton.grpc_url, SMALL.max_open_requests, lambda: None)
         _wait_until_idle(small_triton.metrics_url)  # every leaver's slot is freed, nothing leaks
     synthesized = _sentences_synthesized(small_triton.metrics_url) - before
     print(f"{DISCONNECTS} disconnects after the first chunk: {synthesized:.0f} sentences synthesized "
-          f"of the {DISCONNECTS * SENTENCES} they asked for")  # fmt: skip
+          f"of the {DISCONNECTS * SENTENCES} they asked for; model stub RSS {rss_before:.0f} -> "
+          f"{_stub_rss_mib(small_triton):.0f} MiB")  # fmt: skip
     # Without cancellation every request runs to its end. With it a request leaves at the next
     # call after its client; 7 a request (1 + 2 + 4) leaves room for calls that started before.
     assert synthesized <= DISCONNECTS * 7
@@ -144,3 +161,23 @@ def test_fleet_client_retries_on_the_next_address(triton) -> None:
     with FleetClient(["127.0.0.1:9", triton.grpc_url]) as fleet:
         chunks = list(fleet.stream("Reached the second address."))
     assert chunks[-1].final
+
+
+def _served(metrics_url: str) -> float:
+    """Requests the pod answered to the end (the worker's own request-duration histogram)."""
+    return _samples(metrics_url).get(f"{contract.METRIC_REQUEST_DURATION}_count", 0.0)
+
+
+def test_after_a_scale_up_new_streams_reach_the_new_pod(triton, small_triton) -> None:
+    # The fleet's headless Service answers with one pod, then (scale-up) with two; DNS is stood in
+    # for, the pods and the gRPC streams are real.
+    answers = [[triton.grpc_url], [triton.grpc_url, small_triton.grpc_url]]
+
+    def resolve(_target: str) -> list[str]:
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    new_pod_before = _served(small_triton.metrics_url)
+    with FleetClient("tts-prod-pods.team.svc:8001", resolve=resolve, refresh_seconds=0) as fleet:
+        for i in range(4):
+            assert list(fleet.stream(f"Request {i} to the fleet."))[-1].final
+    assert _served(small_triton.metrics_url) - new_pod_before >= 1, "the new pod got no stream"
