@@ -371,6 +371,8 @@ def worker_image() -> Image:
                 "TTSFLEET_MODEL_CACHE=/var/cache/ttsfleet",
                 "HF_HOME=/var/cache/ttsfleet/.hf",
                 "HOME=/tmp/ttsfleet-worker",
+                # Dockerfile: torch needs getpass.getuser(), and the worker's UID has no account.
+                "USER=ttsfleet",
             ],
             working_dir="/tmp/ttsfleet-worker",
             exposed_ports=(8000, 8001, 8002),
