@@ -42,22 +42,30 @@ STATEFULSET = Kind("apps/v1", "StatefulSet", "statefulsets")
 SERVICE = Kind("v1", "Service", "services")
 CONFIGMAP = Kind("v1", "ConfigMap", "configmaps")
 POD = Kind("v1", "Pod", "pods")
-SECRET = Kind("v1", "Secret", "secrets")
 EVENT = Kind("v1", "Event", "events")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 SCALEDOBJECT = Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
+NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 CLUSTER_PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 PEERING = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
 
 # Every kind the operator creates for a fleet, so that pruning can find stale children.
-CHILD_KINDS: tuple[Kind, ...] = (STATEFULSET, SERVICE, CONFIGMAP, PDB, SCALEDOBJECT, SERVICEMONITOR)
+CHILD_KINDS: tuple[Kind, ...] = (
+    STATEFULSET,
+    SERVICE,
+    CONFIGMAP,
+    PDB,
+    NETWORKPOLICY,
+    SCALEDOBJECT,
+    SERVICEMONITOR,
+)
 # Kinds that come from optional add-ons (KEDA, Prometheus Operator) and may not be installed.
 OPTIONAL_KINDS: frozenset[Kind] = frozenset({SCALEDOBJECT, SERVICEMONITOR})
 
 
 def kind_of(obj: dict[str, object]) -> Kind:
-    for candidate in (*CHILD_KINDS, TTSDEPLOYMENT, POD, SECRET, EVENT, CLUSTER_PEERING, PEERING):
+    for candidate in (*CHILD_KINDS, TTSDEPLOYMENT, POD, EVENT, CLUSTER_PEERING, PEERING):
         if candidate.api_version == obj.get("apiVersion") and candidate.kind == obj.get("kind"):
             return candidate
     raise KeyError(f"unknown kind {obj.get('apiVersion')}/{obj.get('kind')}")

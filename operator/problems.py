@@ -6,6 +6,7 @@ the operator from reconciling this or any other fleet.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,17 @@ class Problem:
     message: str
 
 
-def missing_secret(name: str, namespace: str) -> Problem:
+# What the kubelet writes into a container's waiting message when a Secret the container's
+# environment refers to is absent (CreateContainerConfigError): the API server's NotFound text.
+_SECRET_NOT_FOUND = re.compile(r'secrets? "(?P<name>[^"]+)" not found')
+
+
+def missing_secret(name: str, namespace: str, seen: str = "") -> Problem:
+    where = f" ({seen})" if seen else ""
+    ref = f"{namespace}/{name}" if namespace else name
     return Problem(
         "SecretNotFound",
-        f"Secret {namespace}/{name} named in spec.model.secretRef does not exist: the model cannot be fetched",
+        f"Secret {ref} named in spec.model.secretRef does not exist: the model cannot be fetched{where}",
     )
 
 
@@ -68,5 +76,12 @@ def pod_problems(pods: list[dict[str, Any]]) -> list[Problem]:
             reason = waiting.get("reason")
             if reason in STUCK_WAITING_REASONS:
                 message = f"pod {name} container {container.get('name')}: {waiting.get('message', reason)}"
+                secret = _SECRET_NOT_FOUND.search(waiting.get("message") or "")
+                if reason == "CreateContainerConfigError" and secret:
+                    # The operator cannot read Secrets (least privilege): the kubelet's report is
+                    # how a missing one is seen, and it names the problem better than the reason.
+                    namespace = pod.get("metadata", {}).get("namespace", "")
+                    found.setdefault("SecretNotFound", missing_secret(secret["name"], namespace, message))
+                    continue
                 found.setdefault(reason, Problem(reason, message))
     return list(found.values())

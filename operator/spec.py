@@ -469,13 +469,108 @@ class AutoscalingSpec:
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """The client Service. Port names (grpc, http, metrics) are what Gateway routes and Prometheus use."""
+    """The client Service: only what clients use. Triton's metrics port is not on it (Prometheus
+    scrapes the pods through the headless Service), so a LoadBalancer never publishes metrics."""
 
     type: str = prop("Service type.", "ClusterIP", enum=("ClusterIP", "NodePort", "LoadBalancer"))
     grpc_port: int = prop("Service port for Triton gRPC.", contract.GRPC_PORT, minimum=1, maximum=65535)
-    http_port: int = prop("Service port for Triton HTTP.", contract.HTTP_PORT, minimum=1, maximum=65535)
-    metrics_port: int = prop(
-        "Service port for Triton's Prometheus metrics.", contract.METRICS_PORT, minimum=1, maximum=65535
+    http: bool = prop(
+        "Also serve Triton's HTTP/REST API (KServe v2) to clients: on the Services and in the NetworkPolicy. "
+        "Off by default: clients stream over gRPC, and every open port is one more to defend.",
+        False,
+    )
+    http_port: int = prop(
+        "Service port for Triton HTTP (with http: true).", contract.HTTP_PORT, minimum=1, maximum=65535
+    )
+
+
+@dataclass(frozen=True)
+class LabelRequirementSpec:
+    """One matchExpressions entry of a label selector (metav1.LabelSelectorRequirement)."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "(self.operator in ['In', 'NotIn']) == (size(self.values) > 0)",
+            "In and NotIn need values; Exists and DoesNotExist take none",
+            field_path=".values",
+        ),
+    )
+
+    key: str = prop("Label key.", max_length=317, pattern=LABEL_KEY)
+    operator: str = prop("How the key relates to the values.", enum=("In", "NotIn", "Exists", "DoesNotExist"))
+    values: tuple[str, ...] = prop(
+        "Values for In and NotIn.", factory=tuple, max_items=64, item_schema=LABEL_VALUE_SCHEMA
+    )
+
+
+@dataclass(frozen=True)
+class LabelSelectorSpec:
+    """A label selector (metav1.LabelSelector); empty selects everything."""
+
+    match_labels: dict[str, str] = prop(
+        "Labels that must all match.",
+        factory=dict,
+        max_properties=MAX_LABELS,
+        item_schema=LABEL_VALUE_SCHEMA,
+        rules=(LABEL_KEYS_VALID,),
+    )
+    match_expressions: tuple[LabelRequirementSpec, ...] = prop(
+        "Requirements that must all hold.", factory=tuple, max_items=16
+    )
+
+
+@dataclass(frozen=True)
+class IPBlockSpec:
+    """Addresses outside the cluster (e.g. load balancer clients, where the source IP is kept)."""
+
+    cidr: str = prop(
+        "CIDR allowed, e.g. 203.0.113.0/24.", max_length=64, rules=(Rule("isCIDR(self)", "must be a CIDR"),)
+    )
+    except_: tuple[str, ...] = prop(
+        "CIDRs inside cidr that stay refused.",
+        name="except",
+        factory=tuple,
+        max_items=32,
+        item_schema={
+            "maxLength": 64,
+            "x-kubernetes-validations": [{"rule": "isCIDR(self)", "message": "must be a CIDR"}],
+        },
+    )
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """Who may connect (networking/v1 NetworkPolicyPeer): pods picked by namespaceSelector and/or
+    podSelector, or an ipBlock."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.ipBlock) != (has(self.namespaceSelector) || has(self.podSelector))",
+            "set ipBlock, or namespaceSelector and/or podSelector",
+        ),
+    )
+
+    namespace_selector: LabelSelectorSpec | None = opt(
+        "Namespaces whose pods may connect ({} is every namespace). Without it, podSelector picks pods in "
+        "the fleet's own namespace."
+    )
+    pod_selector: LabelSelectorSpec | None = opt(
+        "Pods that may connect, within the namespaces namespaceSelector picks (or the fleet's namespace)."
+    )
+    ip_block: IPBlockSpec | None = opt("Addresses that may connect.")
+
+
+@dataclass(frozen=True)
+class NetworkPolicySpec:
+    """Ingress to the worker pods. Clients reach the serving ports (gRPC, and HTTP with
+    service.http) from the fleet's namespace and the listed peers; Prometheus reaches the metrics
+    port from monitoring.prometheusNamespace; nothing else gets in. Enforced only where the
+    cluster's network plugin implements NetworkPolicy."""
+
+    enabled: bool = prop("Create a NetworkPolicy for the fleet's pods.", True)
+    allow_same_namespace: bool = prop("Any pod in the fleet's namespace may use the serving ports.", True)
+    clients: tuple[PeerSpec, ...] = prop(
+        "More peers allowed on the serving ports, e.g. a gateway's namespace.", factory=tuple, max_items=32
     )
 
 
@@ -491,6 +586,12 @@ class MonitoringSpec:
         max_properties=MAX_LABELS,
         item_schema=LABEL_VALUE_SCHEMA,
         rules=(LABEL_KEYS_VALID,),
+    )
+    prometheus_namespace: str = prop(
+        "Namespace of the Prometheus that scrapes the fleet: the NetworkPolicy admits only it on the metrics port.",
+        "monitoring",
+        pattern=DNS_LABEL,
+        max_length=63,
     )
 
 
@@ -572,6 +673,7 @@ class TTSDeploymentSpec:
     autoscaling: AutoscalingSpec = prop("Autoscaling with KEDA.", factory=AutoscalingSpec)
     service: ServiceSpec = prop("Client Service.", factory=ServiceSpec)
     monitoring: MonitoringSpec = prop("Prometheus monitoring.", factory=MonitoringSpec)
+    network_policy: NetworkPolicySpec = prop("Who may connect to the pods.", factory=NetworkPolicySpec)
 
 
 @dataclass(frozen=True)

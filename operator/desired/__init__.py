@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ttsfleet.operator.desired import configmap, pdb, scaledobject, service, servicemonitor, statefulset
+from ttsfleet.operator.desired import (
+    configmap,
+    networkpolicy,
+    pdb,
+    scaledobject,
+    service,
+    servicemonitor,
+    statefulset,
+)
 from ttsfleet.operator.naming import Owner
 from ttsfleet.operator.spec import TTSDeploymentSpec
 
@@ -19,6 +27,8 @@ def build_all(
     config = configmap.build(owner, spec)
     candidates = [
         config,
+        # Before the pods: a new pod is never reachable from more than the policy allows.
+        networkpolicy.build(owner, spec),
         service.build_headless(owner, spec),
         service.build_client(owner, spec),
         statefulset.build(owner, spec, config_hash=configmap.content_hash(config)),

@@ -1,6 +1,9 @@
 """The headless Service that names the StatefulSet's pods, and the client Service.
 
 Port names (grpc, http, metrics) and appProtocol are what Gateway routes and Prometheus select on.
+The client Service carries only what clients use (gRPC, and HTTP when spec.service.http is on), so
+type LoadBalancer or NodePort never publishes Triton's metrics. Prometheus scrapes the metrics port
+through the headless Service, which never leaves the cluster.
 """
 
 from __future__ import annotations
@@ -19,34 +22,16 @@ HEADLESS_ROLE = "headless"
 GRPC_APP_PROTOCOL = "kubernetes.io/h2c"
 
 
-def _ports(spec: TTSDeploymentSpec, *, headless: bool) -> list[dict[str, Any]]:
+def _port(name: str, port: int, app_protocol: str) -> dict[str, Any]:
+    return {"name": name, "port": port, "targetPort": name, "protocol": "TCP", "appProtocol": app_protocol}
+
+
+def _client_ports(spec: TTSDeploymentSpec, *, headless: bool) -> list[dict[str, Any]]:
     service = spec.service
-    grpc = contract.GRPC_PORT if headless else service.grpc_port
-    http = contract.HTTP_PORT if headless else service.http_port
-    metrics = contract.METRICS_PORT if headless else service.metrics_port
-    return [
-        {
-            "name": contract.GRPC_PORT_NAME,
-            "port": grpc,
-            "targetPort": contract.GRPC_PORT_NAME,
-            "protocol": "TCP",
-            "appProtocol": GRPC_APP_PROTOCOL,
-        },
-        {
-            "name": contract.HTTP_PORT_NAME,
-            "port": http,
-            "targetPort": contract.HTTP_PORT_NAME,
-            "protocol": "TCP",
-            "appProtocol": "http",
-        },
-        {
-            "name": contract.METRICS_PORT_NAME,
-            "port": metrics,
-            "targetPort": contract.METRICS_PORT_NAME,
-            "protocol": "TCP",
-            "appProtocol": "http",
-        },
-    ]
+    ports = [_port(contract.GRPC_PORT_NAME, contract.GRPC_PORT if headless else service.grpc_port, GRPC_APP_PROTOCOL)]
+    if service.http:
+        ports.append(_port(contract.HTTP_PORT_NAME, contract.HTTP_PORT if headless else service.http_port, "http"))
+    return ports
 
 
 def _metadata(owner: Owner, name: str, role: str) -> dict[str, Any]:
@@ -65,7 +50,10 @@ def build_headless(owner: Owner, spec: TTSDeploymentSpec) -> dict[str, Any]:
             # Pods get DNS names while still loading, so operators can reach a warming pod directly.
             "publishNotReadyAddresses": True,
             "selector": naming.selector_labels(owner),
-            "ports": _ports(spec, headless=True),
+            "ports": [
+                *_client_ports(spec, headless=True),
+                _port(contract.METRICS_PORT_NAME, contract.METRICS_PORT, "http"),
+            ],
         },
     }
 
@@ -78,6 +66,6 @@ def build_client(owner: Owner, spec: TTSDeploymentSpec) -> dict[str, Any]:
         "spec": {
             "type": spec.service.type,
             "selector": naming.selector_labels(owner),
-            "ports": _ports(spec, headless=False),
+            "ports": _client_ports(spec, headless=False),
         },
     }

@@ -1,4 +1,9 @@
-"""The Prometheus Operator ServiceMonitor for the fleet's metrics port (when monitoring is on)."""
+"""The Prometheus Operator ServiceMonitor for the fleet's metrics port (when monitoring is on).
+
+It selects the headless Service, the only one with the metrics port: the client Service may be a
+LoadBalancer and carries only what clients use. Prometheus scrapes each pod's endpoint, warming
+pods included (the headless Service publishes not-ready addresses), which is when cold-start
+metrics matter."""
 
 from __future__ import annotations
 
@@ -16,14 +21,13 @@ def build(owner: Owner, spec: TTSDeploymentSpec) -> dict[str, Any] | None:
     if not monitoring.service_monitor:
         return None
     meta = naming.metadata(owner, owner.name)
-    selector = {**naming.selector_labels(owner), naming.LABEL_SERVICE_ROLE: service.CLIENT_ROLE}
+    selector = {**naming.selector_labels(owner), naming.LABEL_SERVICE_ROLE: service.HEADLESS_ROLE}
     meta["labels"] = {**monitoring.labels, **meta["labels"]}
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
         "metadata": meta,
         "spec": {
-            # Only the client Service: the headless one selects the same pods and would double-count.
             "selector": {"matchLabels": selector},
             "endpoints": [
                 {"port": contract.METRICS_PORT_NAME, "path": "/metrics", "interval": monitoring.interval},

@@ -38,8 +38,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (include "ttsfleet.clusterName" .) .Values.peering.name -}}
 {{- end -}}
 
+{{/* A digest, when given, pins the image: the tag is then only for people reading the manifest. */}}
 {{- define "ttsfleet.image" -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $ref .Values.image.digest -}}
+{{- else -}}
+{{- $ref -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Whether the release serves every namespace (ClusterRole) or a list of them (Roles). */}}

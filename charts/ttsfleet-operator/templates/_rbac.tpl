@@ -1,7 +1,8 @@
 {{/*
 What the operator really does, one rule per resource so that each can be proven necessary
 (tests/e2e/chart removes rules one at a time and watches the lifecycle fail).
-Children are written with server-side apply: PATCH, plus create for the first apply.
+Children are written with server-side apply: PATCH, plus create for the first apply. Writes go
+only to the kinds the operator owns (a fleet's children, its status, its peering object, Events).
 */}}
 {{- define "ttsfleet.namespacedRules" -}}
 # Fleets: the reconciler GETs the fresh object, kopf and the resync list and watch.
@@ -29,6 +30,10 @@ Children are written with server-side apply: PATCH, plus create for the first ap
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Who may connect to a fleet's pods.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Optional add-ons: harmless where KEDA or the Prometheus Operator is not installed.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
@@ -36,14 +41,11 @@ Children are written with server-side apply: PATCH, plus create for the first ap
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["list", "watch", "create", "patch", "delete"]
-# Pods are only observed: readiness, cold-start samples, stuck containers.
+# Pods are only observed: readiness, cold-start samples, stuck containers. No rule on Secrets at
+# all: a missing model Secret shows as the kubelet's CreateContainerConfigError on the pods.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# Only to tell a missing model Secret apart from a present one; never read by list.
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get"]
 # One Event per condition flip, and kopf's own warnings.
 - apiGroups: [""]
   resources: ["events"]

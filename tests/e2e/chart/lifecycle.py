@@ -19,6 +19,7 @@ CHILDREN = (
     ("service", f"{NAME}-pods"),
     ("configmap", f"{NAME}-serving"),
     ("poddisruptionbudget", NAME),
+    ("networkpolicy", NAME),
     ("scaledobject", NAME),
     ("servicemonitor", NAME),
 )

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import kubelet_reports
 import yaml
 from argo_health import health
 from chart_e2e import ChartOperator
@@ -73,5 +74,7 @@ def test_argo_cd_sees_progressing_healthy_at_zero_and_degraded(
             "argo-broken", model={"source": "hf://2Noise/ChatTTS", "revision": PINNED_REVISION, "secretRef": "absent"}
         ),
     )
+    # What the kubelet reports for a pod whose environment names an absent Secret.
+    kubelet_reports.missing_secret(cluster, namespace, "argo-broken-0", "absent")
     obj = _verdict(cluster, namespace, "argo-broken", "Degraded", "degraded-missing-secret")
     assert "absent" in health(obj)[1]

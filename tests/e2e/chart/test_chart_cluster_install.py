@@ -16,6 +16,8 @@ from ttsfleet.devcluster.waiting import wait_for
 EVERYTHING_ON = {
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "dashboard": {"enabled": True},
+    "imagePolicy": {"allowedPrefixes": ["registry.example.com/tts/"]},
+    "image": {"digest": "sha256:" + "ab" * 32},
 }
 
 
@@ -38,6 +40,7 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     manifest = helm(cluster, *template_args("dry", namespace), values=values)
     kinds = {doc["kind"] for doc in yaml.safe_load_all(manifest) if doc}
     assert {"CustomResourceDefinition", "Deployment", "ServiceMonitor", "PrometheusRule"} <= kinds
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
     out = server_dry_run(cluster, manifest)
     assert "(server dry run)" in out
 

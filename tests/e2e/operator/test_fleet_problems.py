@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kubelet_reports
 from fleet_helpers import PINNED_REVISION, apply, condition, fleet, get, items, ready_fleet, wait_for
 
 
@@ -20,6 +21,9 @@ def test_missing_secret_is_reported_while_another_fleet_stays_ready(
         ),
     )
     ready_fleet(cluster, namespace, "healthy")
+    # The operator cannot read Secrets: it learns of the missing one from the kubelet's report on
+    # the pod (kubelet_reports explains why the test writes it on kwok nodes).
+    kubelet_reports.missing_secret(cluster, namespace, "needs-secret-0", "model-credentials")
 
     def not_ready_for_secret() -> dict[str, Any] | None:
         ready = condition(get(cluster, namespace, "ttsd", "needs-secret"), "Ready")
@@ -46,7 +50,8 @@ def test_missing_secret_is_reported_while_another_fleet_stays_ready(
     )
     assert condition(get(cluster, namespace, "ttsd", "healthy"), "Ready")["status"] == "True"
 
-    # The Secret appears: the periodic resync notices without any change to the fleet.
+    # The Secret appears and the pod starts (a kubelet retries on every sync; here the stuck pod is
+    # replaced, and kwok starts the new one): the fleet turns Ready without any change to it.
     cluster.kubectl(
         "create",
         "secret",
@@ -54,8 +59,9 @@ def test_missing_secret_is_reported_while_another_fleet_stays_ready(
         "model-credentials",
         "-n",
         namespace,
-        "--from-literal=AWS_ACCESS_KEY_ID=x",
+        "--from-literal=HF_TOKEN=x",
     )
+    cluster.kubectl("delete", "pod", "needs-secret-0", "-n", namespace, "--wait=false")
     ready_fleet(cluster, namespace, "needs-secret", timeout=60)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chartkit import CHART, NAMESPACE, REPO, HelmError, find, one, operator_container, render
+from chartkit import CHART, NAMESPACE, RELEASE, REPO, HelmError, find, one, operator_container, render
 
 CRD_NAME = "ttsdeployments.tts.ttsfleet.io"
 
@@ -89,7 +89,8 @@ def test_watch_namespaces_get_a_role_each_and_no_cluster_wide_access(helm_path: 
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = find(objects, "RoleBinding")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
-    cluster_resources = {r for rule in one(objects, "ClusterRole")["rules"] for r in rule["resources"]}
+    operator_role = one(objects, "ClusterRole", f"{RELEASE}-ttsfleet-operator-{NAMESPACE}")
+    cluster_resources = {r for rule in operator_role["rules"] for r in rule["resources"]}
     assert cluster_resources == {"customresourcedefinitions", "namespaces"}
     args = operator_container(objects)["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
@@ -101,7 +102,9 @@ def test_watch_namespaces_get_a_role_each_and_no_cluster_wide_access(helm_path: 
 
 def test_two_releases_in_two_namespaces_do_not_share_cluster_objects(helm_path: Path) -> None:
     def cluster_scoped(namespace: str) -> set[tuple[str, str]]:
-        objects = render(helm_path, {"crds": {"install": False}}, namespace=namespace, include_crds=False)
+        # Like the CRD, the per-cluster user roles come from one release only.
+        values = {"crds": {"install": False}, "rbac": {"userRoles": {"create": False}}}
+        objects = render(helm_path, values, namespace=namespace, include_crds=False)
         return {(o["kind"], o["metadata"]["name"]) for o in objects if "namespace" not in o["metadata"]}
 
     assert not cluster_scoped("ns-one") & cluster_scoped("ns-two")

@@ -22,7 +22,13 @@ def worker(obj: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_child_is_owned_and_labelled() -> None:
     children = desired.build_all(OWNER, parse_spec(minimal_spec(replicas=3)))
-    assert {c["kind"] for c in children} == {"ConfigMap", "Service", "StatefulSet", "PodDisruptionBudget"}
+    assert {c["kind"] for c in children} == {
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+    }
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == OWNER.namespace
@@ -200,7 +206,7 @@ def test_services() -> None:
     assert headless["metadata"]["name"] != client["metadata"]["name"]
     assert client["spec"]["type"] == "LoadBalancer"
     ports = {p["name"]: p for p in client["spec"]["ports"]}
-    assert set(ports) == {"grpc", "http", "metrics"}
+    assert set(ports) == {"grpc"}
     assert ports["grpc"]["port"] == 9001
     assert ports["grpc"]["targetPort"] == "grpc"
     assert ports["grpc"]["appProtocol"] == service.GRPC_APP_PROTOCOL
@@ -310,7 +316,7 @@ def test_servicemonitor_only_when_asked() -> None:
     assert obj is not None
     assert obj["metadata"]["labels"]["release"] == "prom"
     assert obj["spec"]["endpoints"][0]["port"] == contract.METRICS_PORT_NAME
-    assert obj["spec"]["selector"]["matchLabels"][naming.LABEL_SERVICE_ROLE] == service.CLIENT_ROLE
+    assert obj["spec"]["selector"]["matchLabels"][naming.LABEL_SERVICE_ROLE] == service.HEADLESS_ROLE
 
 
 def _scaled(**autoscaling: Any) -> Any:
@@ -379,7 +385,7 @@ def test_pdb_absent_when_the_autoscaler_cannot_exceed_one() -> None:
     assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
-def test_servicemonitor_scrapes_only_the_client_service_in_its_namespace() -> None:
+def test_servicemonitor_scrapes_only_the_headless_service_in_its_namespace() -> None:
     obj = servicemonitor.build(OWNER, parse_spec(minimal_spec(monitoring={"serviceMonitor": True, "interval": "30s"})))
     assert obj is not None
     assert obj["spec"]["namespaceSelector"] == {"matchNames": [OWNER.namespace]}

@@ -51,7 +51,8 @@ def _walk(cls: type, schema: dict[str, Any], path: str) -> list[str]:
         target = args[0] if len(args) == 1 else inner
         if dataclasses.is_dataclass(target):
             assert node["type"] == "object"
-            if has_default:
+            # An optional object (default None) has no default in the schema: absent means unset.
+            if has_default and _default_of(f) is not None:
                 assert node["default"] == dump(_default_of(f)), where
             seen += _walk(typing.cast(type, target), node, where)
         elif f.default is not dataclasses.MISSING and f.default is not None:

@@ -49,7 +49,7 @@ def test_first_pass_creates_children_and_status() -> None:
     result = reconciler.reconcile(OWNER.namespace, OWNER.name)
     assert result is not None and result.status_written
     kinds_applied = sorted(o["kind"] for o in kube.applied)
-    assert kinds_applied == ["ConfigMap", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+    assert kinds_applied == ["ConfigMap", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
     assert condition(kube, "Ready")["status"] == "False"
     assert fleet(kube)["status"]["selector"] == naming.selector_string(OWNER)
     assert [(e["reason"], e["type"]) for e in kube.events] == [("ReplicasNotReady", "Normal")]
@@ -115,13 +115,33 @@ def test_objects_of_other_owners_are_left_alone() -> None:
 def test_missing_secret_is_reported_not_raised() -> None:
     kube, reconciler = setup(minimal_spec(model={"source": "hf://org/private", "secretRef": "creds"}))
     reconciler.reconcile(OWNER.namespace, OWNER.name)
-    mark_statefulset(kube, 1, 1)
+    mark_statefulset(kube, 1, 0)
+    # What the kubelet reports for a container whose environment names an absent Secret.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{OWNER.name}-0", "namespace": OWNER.namespace, "labels": naming.selector_labels(OWNER)},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": naming.FETCH_CONTAINER,
+                    "state": {
+                        "waiting": {"reason": "CreateContainerConfigError", "message": 'secret "creds" not found'}
+                    },
+                }
+            ]
+        },
+    }
+    kube.put(pod)
     reconciler.reconcile(OWNER.namespace, OWNER.name)
     ready = condition(kube, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
     assert condition(kube, "Degraded")["status"] == "True"
     assert any(e["type"] == "Warning" and e["reason"] == "SecretNotFound" for e in kube.events)
-    kube.put({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": OWNER.namespace}})
+    # The Secret appears: the kubelet starts the pod, and the fleet turns Ready.
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+    kube.put(pod)
+    mark_statefulset(kube, 1, 1)
     reconciler.reconcile(OWNER.namespace, OWNER.name)
     assert condition(kube, "Ready")["status"] == "True"
 

@@ -172,8 +172,25 @@ def test_pod_problems() -> None:
         ),
     ]
     found = problems.pod_problems(pods)
-    assert [p.reason for p in found] == ["Unschedulable", "CreateContainerConfigError"]
+    # The kubelet's "secret not found" is how the operator, which cannot read Secrets, sees one missing.
+    assert [p.reason for p in found] == ["Unschedulable", "SecretNotFound"]
     assert "a-0" in found[0].message and "0/3 nodes" in found[0].message
+    assert "Secret /x" not in found[1].message and 'secret "x" not found' in found[1].message
+    key_missing = pod(
+        "a-3",
+        initContainerStatuses=[
+            {
+                "name": "fetch-model",
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": "couldn't find key HF_TOKEN in Secret ns/x",
+                    }
+                },
+            }
+        ],
+    )
+    assert [p.reason for p in problems.pod_problems([key_missing])] == ["CreateContainerConfigError"]
 
 
 def ready_pod(uid: str, created: str, ready_at: str) -> dict[str, Any]:
