@@ -46,7 +46,9 @@ class RealNodeLayout:
     name: str = "real-node-0"
     zone: str = "zone-a"
     volumes: int = 4
-    volume_size: str = "10Gi"
+    # An advertised capacity (the volumes are directories): as large as a fleet's default model
+    # cache (spec.modelCache.size, 20Gi) so examples bind as written, like the kwok nodes' 100Gi.
+    volume_size: str = "100Gi"
 
     @property
     def root(self) -> Path:

@@ -59,7 +59,17 @@ _POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "creationTimesta
 
 
 def _container_states(statuses: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    return [{"name": s.get("name"), "state": copy.deepcopy(s.get("state") or {})} for s in statuses or ()]
+    # lastState.terminated: why a crash-looping container (the model fetcher) last failed.
+    return [
+        {
+            "name": s.get("name"),
+            "state": copy.deepcopy(s.get("state") or {}),
+            "lastState": {"terminated": copy.deepcopy(last)}
+            if (last := (s.get("lastState") or {}).get("terminated"))
+            else {},
+        }
+        for s in statuses or ()
+    ]
 
 
 def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:

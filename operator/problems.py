@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ttsfleet.operator import naming
+
 # Container waiting reasons that will not clear on their own.
 STUCK_WAITING_REASONS = frozenset(
     {
@@ -51,6 +53,21 @@ def apply_failed(kind: str, name: str, message: str) -> Problem:
     return Problem("ApplyFailed", f"{kind} {name}: {message}")
 
 
+FETCH_FAILED = "ModelFetchFailed"
+
+
+def last_failure(container: dict[str, Any]) -> str:
+    """Why the container last exited non-zero (its termination message, else reason and code); ""
+    when it has not failed. A crash-looping container shows it in lastState between restarts."""
+    terminated = (container.get("state") or {}).get("terminated") or (container.get("lastState") or {}).get(
+        "terminated"
+    )
+    if not terminated or terminated.get("exitCode", 0) == 0:
+        return ""
+    message = (terminated.get("message") or "").strip()
+    return message or f"{terminated.get('reason') or 'Error'} (exit code {terminated.get('exitCode')})"
+
+
 def _pod_condition(pod: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for cond in pod.get("status", {}).get("conditions") or []:
         if cond.get("type") == type_:
@@ -72,6 +89,12 @@ def pod_problems(pods: list[dict[str, Any]]) -> list[Problem]:
         status = pod.get("status", {})
         containers = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
         for container in containers:
+            failure = last_failure(container)
+            if failure and container.get("name") == naming.FETCH_CONTAINER:
+                # The fetcher's own reason (wrong sha256, unreachable source), from its
+                # termination message: on the fleet, not only in `kubectl describe pod`.
+                found.setdefault(FETCH_FAILED, Problem(FETCH_FAILED, f"pod {name}: {failure}"))
+                continue
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
             if reason in STUCK_WAITING_REASONS:
@@ -83,5 +106,7 @@ def pod_problems(pods: list[dict[str, Any]]) -> list[Problem]:
                     namespace = pod.get("metadata", {}).get("namespace", "")
                     found.setdefault("SecretNotFound", missing_secret(secret["name"], namespace, message))
                     continue
+                if failure:
+                    message = f"{message}; last exit: {failure}"
                 found.setdefault(reason, Problem(reason, message))
     return list(found.values())

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ttsfleet import contract, logs, modelsource
+from ttsfleet.worker import supervisor
 from ttsfleet.worker.manifest import (
     ASSET_FILES,
     MANIFEST_FILE,
@@ -472,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
         fetch(source, args.cache, manifest_sha256=args.sha256)
     except (FetchError, OSError) as error:
         log.error("fetch failed", extra={"error": str(error)})
+        # The kubelet reports it in the init container's status, where the operator reads it
+        # for the fleet's Ready condition (a log line alone shows only in `kubectl logs`).
+        supervisor.write_termination_message(supervisor.termination_log_path(), f"fetch failed: {error}")
         return 1
     return 0
 

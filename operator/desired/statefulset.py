@@ -31,6 +31,10 @@ PRE_STOP_DELAY_SECONDS = 10
 SHUTDOWN_MARGIN_SECONDS = 15
 SERVING_CONFIG_VOLUME = "serving-config"
 TMP_VOLUME = "tmp"
+# The containers start in the writable emptyDir itself: an image WORKDIR under /tmp (the worker's
+# /tmp/ttsfleet-worker) would be created by the runtime inside the mounted emptyDir as root, and
+# the non-root worker could not create its model repository there.
+WORKING_DIR = "/tmp"
 SHM_VOLUME = "dshm"
 # Triton's python backend moves tensors through /dev/shm; the container default (64Mi) is too small.
 SHM_SIZE = "2Gi"
@@ -116,6 +120,7 @@ def _fetch_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": FETCH_COMMAND,
+        "workingDir": WORKING_DIR,
         "args": args,
         "env": env,
         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
@@ -136,6 +141,7 @@ def _worker_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "command": WORKER_COMMAND,
+        "workingDir": WORKING_DIR,
         "args": [
             "--serving-config",
             contract.SERVING_CONFIG_MOUNT,
