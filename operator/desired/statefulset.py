@@ -35,6 +35,7 @@ TMP_VOLUME = "tmp"
 # /tmp/ttsfleet-worker) would be created by the runtime inside the mounted emptyDir as root, and
 # the non-root worker could not create its model repository there.
 WORKING_DIR = "/tmp"
+FETCH_CPU_REQUEST = "100m"
 SHM_VOLUME = "dshm"
 # Triton's python backend moves tensors through /dev/shm; the container default (64Mi) is too small.
 SHM_SIZE = "2Gi"
@@ -123,7 +124,10 @@ def _fetch_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
         "workingDir": WORKING_DIR,
         "args": args,
         "env": env,
-        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
+        # A pod is scheduled on the larger of its init and app requests: a whole CPU here made
+        # every pod need one even when the worker asks for less (on a 2-core node, one pod).
+        # The download is I/O-bound; no CPU limit, so hashing still uses what is free.
+        "resources": {"requests": {"cpu": FETCH_CPU_REQUEST, "memory": "1Gi"}, "limits": {"memory": "4Gi"}},
         "securityContext": _container_security(),
         "volumeMounts": [
             {"name": naming.CACHE_VOLUME, "mountPath": contract.MODEL_CACHE_MOUNT},
