@@ -15,7 +15,9 @@ For each N:
   operator's identity: ttsfleet.devcluster.traffic) over ``--idle-periods`` resync periods, each
   period ending on the operator's ``ttsfleet_operator_resyncs_total`` (all passes of that resync
   done);
-- RSS of the operator process at the end (VmRSS).
+- RSS of the operator process after the idle periods (VmRSS);
+- reaction: ``--edits`` spec edits (a new image), one at a time, each timed until the
+  StatefulSet carries it (p50, p99).
 
     .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10]
 """
@@ -47,7 +49,7 @@ from ttsfleet.devcluster.cluster import ClusterHandle, running
 from ttsfleet.operator import applied, desired, kinds, naming
 from ttsfleet.operator.kube import Kube
 from ttsfleet.operator.naming import Owner
-from ttsfleet.operator.spec import API_VERSION, KIND, parse_spec
+from ttsfleet.operator.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = "ttsfleet/worker:0.1.0"
@@ -120,6 +122,41 @@ def apply_all(cluster: ClusterHandle, objects: list[dict[str, Any]], workers: in
     elapsed = time.monotonic() - start
     kube.close()
     return elapsed
+
+
+def admin_client(cluster: ClusterHandle, pool: int = 4) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = pool
+    return client.ApiClient(configuration)
+
+
+def _worker_image(sts: Any) -> str | None:
+    pod = sts.spec.template.spec
+    return str(pod.containers[0].image) if pod is not None else None
+
+
+def reaction_seconds(cluster: ClusterHandle, namespace: str, names: list[str]) -> list[float]:
+    """One spec edit at a time (a new image), each timed until the StatefulSet carries it."""
+    api = admin_client(cluster)
+    custom, apps = client.CustomObjectsApi(api), client.AppsV1Api(api)
+    out: list[float] = []
+    for index, name in enumerate(names):
+        image = f"{IMAGE}-edit{index}"
+        start = time.monotonic()
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": {"image": image}})
+        while _worker_image(apps.read_namespaced_stateful_set(name, namespace)) != image:
+            if time.monotonic() - start > 60:
+                raise TimeoutError(f"StatefulSet {namespace}/{name} did not follow a spec edit in 60 s")
+            time.sleep(0.02)
+        out.append(time.monotonic() - start)
+    api.close()
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
 def fleets_in(namespace: str, n: int, replicas: int) -> list[dict[str, Any]]:
@@ -206,6 +243,8 @@ class Row:
     idle_reads: float
     idle_writes: float
     rss_mb: float
+    edit_p50: float
+    edit_p99: float
 
     @property
     def ratio(self) -> float:
@@ -258,6 +297,8 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         )
         idle = traffic.requests(cluster, identity) - idle_start
         rss = operator.rss_mb()
+        step = max(1, n // args.edits)
+        reactions = reaction_seconds(cluster, op_ns, [f"f{i:04d}" for i in range(0, n, step)][: args.edits])
     finally:
         operator.stop()
     for ns in (direct_ns, op_ns):
@@ -273,6 +314,8 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         idle_reads=idle.reads / per,
         idle_writes=idle.writes / per,
         rss_mb=rss,
+        edit_p50=percentile(reactions, 0.5),
+        edit_p99=percentile(reactions, 0.99),
     )
 
 
@@ -283,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync-seconds", type=float, default=10.0)
     parser.add_argument("--idle-periods", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8, help="threads of the direct-apply baseline")
+    parser.add_argument("--edits", type=int, default=20, help="spec edits timed until the StatefulSet follows")
     args = parser.parse_args(argv)
 
     pods = 2 * sum(args.fleets) * args.replicas
@@ -308,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'N':>5} {'children':>8} {'direct s':>9} {'operator s':>10} {'ratio':>6} {'Ready s':>8} "
-        f"{'writes/fleet':>12} {'idle reads':>10} {'idle writes':>11} {'RSS MB':>7}"
+        f"{'writes/fleet':>12} {'idle reads':>10} {'idle writes':>11} {'RSS MB':>7} {'edit p50':>8} {'edit p99':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -316,14 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{r.fleets:>5} {r.children:>8} {r.direct_s:>9.2f} {r.children_s:>10.2f} {r.ratio:>6.2f} "
             f"{r.ready_s:>8.2f} {r.converge_writes_per_fleet:>12.1f} {r.idle_reads:>10.2f} {r.idle_writes:>11.2f} "
-            f"{r.rss_mb:>7.0f}"
+            f"{r.rss_mb:>7.0f} {r.edit_p50:>8.2f} {r.edit_p99:>8.2f}"
         )
-    print("(writes/fleet: while converging; idle reads and writes: per fleet per resync period)")
+    print(
+        "(writes/fleet: while converging; idle reads and writes: per fleet per resync period; "
+        "edit: seconds from a spec edit to the StatefulSet carrying it, one edit at a time)"
+    )
     big = rows[-1]
     print(
         f"headline: N={big.fleets}: every child {big.children_s:.1f} s after the fleets were applied vs "
         f"{big.direct_s:.1f} s applying them directly ({big.ratio:.2f}x); idle {big.idle_writes:.2f} writes and "
-        f"{big.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS {big.rss_mb:.0f} MB"
+        f"{big.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS "
+        f"{big.rss_mb:.0f} MB; spec edit to StatefulSet p50 {big.edit_p50:.2f} s, p99 {big.edit_p99:.2f} s"
     )
     return 0
 
