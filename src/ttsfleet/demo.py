@@ -1,11 +1,17 @@
 """``python -m ttsfleet.demo`` (``make demo``): the whole system on one machine, step by step.
 
 A local Kubernetes cluster (or the current kube context with ``--use-current-context``), the
-operator installed with its Helm chart and run under the chart's ServiceAccount identity, an
-example fleet applied and waited for until Ready, then a worker started on a real Triton server
-with the serving configuration the operator rendered for that fleet, and a sentence streamed into
-a WAV file. Simulated nodes (kwok) run no containers, which is why the worker runs here as a local
-process; on a real cluster the fleet's own pods serve the same model repository.
+operator installed with its Helm chart, an example fleet applied and waited for until Ready, and
+a sentence streamed into a WAV file.
+
+Where the local cluster has a real node with the project's images (``ttsfleet-cluster images``),
+nothing is simulated: the operator runs as a pod from its image under the chart's ServiceAccount
+and RBAC, a model server pod serves generated weights inside the cluster, ``examples/cpu.yaml``
+runs on the real node (image, model source and the node's toleration/selector changed; see
+``ttsfleet.realpods``), and the speech comes from the fleet's Service. Without one (or with
+``--use-current-context``), the operator runs here under the chart's ServiceAccount identity,
+the fleet's pods run on simulated (kwok) nodes, and a worker started here on a real Triton
+server, with the serving configuration the operator rendered for that fleet, speaks instead.
 """
 
 from __future__ import annotations
@@ -125,6 +131,9 @@ def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "d
                 cluster = local.up()
                 if not keep:
                     cleanup.callback(local.down)
+        if cluster.real_nodes and {"operator", "worker"} <= set(cluster.images):
+            return _run_on_real_pods(cluster, steps, keep, out)
+        log.info("no real node with the project's images: the worker runs here as a local process")
 
         with steps.step("install the CRD and operator with Helm", f"{out} and `helm status {RELEASE}`"):
             _install_chart(cluster)
@@ -193,6 +202,81 @@ def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "d
             wav_path.write_bytes(audio.to_wav_bytes(samples))
             duration = audio.duration_seconds(len(samples))
             print(f"\nwrote {wav_path} ({duration:.2f} s of 24 kHz audio, first audio after {first or 0:.2f} s)")
+    if keep:
+        print(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
+    return wav_path
+
+
+def _run_on_real_pods(cluster: ClusterHandle, steps: Steps, keep: bool, out: Path) -> Path:
+    """Steps 2-6 with nothing simulated: the chart's operator pod, an in-cluster model source, the
+    example fleet on the real node (only image, model source and the node's toleration/selector
+    changed), and speech streamed through the fleet's Service (its ClusterIP, via kube-proxy)."""
+    from ttsfleet.realpods import model_server, operator_pod, real_fleet
+    from ttsfleet.worker import audio
+    from ttsfleet.worker.client import TtsClient, TtsError
+
+    fleet = _fleet_name(EXAMPLE)
+    with steps.step("install the CRD and the operator pod with Helm", f"kubectl logs -n {SYSTEM_NAMESPACE} deploy"):
+        operator_pod.install(cluster, RELEASE, SYSTEM_NAMESPACE)
+    with steps.step("model server pod (generated weights over http)", f"kubectl describe pod -n {DEMO_NAMESPACE}"):
+        cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
+        wait_for(
+            lambda: (
+                cluster.kubectl("get", "serviceaccount", "default", "-n", DEMO_NAMESPACE, check=False).returncode == 0
+            ),
+            what=f"ServiceAccount default in {DEMO_NAMESPACE}",
+            timeout=60,
+        )
+        source = model_server.start(cluster, DEMO_NAMESPACE)
+    with steps.step(f"apply {EXAMPLE.relative_to(REPO)} on the real node and wait for Ready", "kubectl get ttsd,pods"):
+        import yaml
+
+        body = real_fleet.adapt(
+            real_fleet.load_example(EXAMPLE.name),
+            image=cluster.images["worker"],
+            source=source,
+            revision=model_server.REVISION,
+        )
+        cluster.kubectl("apply", "-n", DEMO_NAMESPACE, "-f", "-", input=yaml.safe_dump(body))
+        started = time.monotonic()
+        wait_for(
+            lambda: (
+                real_fleet.condition(real_fleet.get(cluster, DEMO_NAMESPACE, "ttsd", fleet), "Ready").get("status")
+                == "True"
+            ),
+            what=f"TTSDeployment {fleet} Ready (fetch, Triton load, warmup on the real node)",
+            timeout=900,
+            interval=2,
+            describe=lambda: real_fleet.describe(cluster, DEMO_NAMESPACE),
+        )
+        log.info("fleet Ready %.1fs after apply", time.monotonic() - started)
+        print(cluster.kubectl("get", "ttsd", "-n", DEMO_NAMESPACE).stdout, flush=True)
+    service = real_fleet.get(cluster, DEMO_NAMESPACE, "service", fleet)
+    address = f"{service['spec']['clusterIP']}:{contract.GRPC_PORT}"
+    with steps.step(f"reach the fleet's Service at {address}", "kube-proxy's log in the cluster's logs"):
+
+        def answers() -> bool:
+            try:
+                with TtsClient(address) as probe:
+                    probe.check_ready()
+                return True
+            except TtsError:  # not programmed yet: wait_for shows the wait
+                return False
+
+        wait_for(answers, what=f"the fleet's Service {address} answering", timeout=120, interval=2)
+    with steps.step("stream a sentence through the Service into a WAV file", f"kubectl logs -n {DEMO_NAMESPACE}"):
+        wav_path = out / "speech.wav"
+        pcm = bytearray()
+        with TtsClient(address) as client:
+            first: float | None = None
+            for chunk in client.stream(SENTENCE):
+                first = chunk.received_after if first is None else first
+                pcm += chunk.audio
+                log.info("chunk=%d bytes=%d after=%.2fs", chunk.index, len(chunk.audio), chunk.received_after)
+        samples = audio.decode(bytes(pcm), audio.DEFAULT_FORMAT)
+        wav_path.write_bytes(audio.to_wav_bytes(samples))
+        duration = audio.duration_seconds(len(samples))
+        print(f"\nwrote {wav_path} ({duration:.2f} s of 24 kHz audio, first audio after {first or 0:.2f} s)")
     if keep:
         print(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
     return wav_path
