@@ -144,7 +144,19 @@ def argocd_binary() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = set(argv if argv is not None else sys.argv[1:])
+    """``[generate] [keda|argocd ...]`` regenerates wrappers; ``build [keda|argocd ...]`` builds
+    (or reuses) the cached bundles, e.g. from ``make binaries`` ahead of the add-on e2e tests."""
+    args = list(argv if argv is not None else sys.argv[1:])
+    if args[:1] == ["build"]:
+        wanted = set(args[1:]) or {"keda", "argocd"}
+        if "keda" in wanted:
+            print(keda_binaries(), flush=True)
+        if "argocd" in wanted:
+            print(argocd_binary(), flush=True)
+        return 0
+    if args[:1] == ["generate"]:
+        args = args[1:]
+    names = set(args)
     for wrapper in wrappers():
         if names and wrapper.name not in names:
             continue
