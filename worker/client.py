@@ -55,8 +55,15 @@ class Overloaded(RequestRejected):
     draining, or its engine unhealthy): the same request can go to another replica."""
 
 
+# Triton's answer while the model is not loaded on that server: unloaded on SIGTERM (the pod is
+# draining) or by the supervisor's reload, until the readiness probe takes the pod out of the
+# Service. The request never started, so another replica can take it (seen on real pods: hundreds
+# of failed requests during a rollout).
+MODEL_NOT_LOADED = "has no available versions"
+
+
 def _rejection(message: str) -> RequestRejected:
-    if contract.OVERLOADED_PREFIX in message or contract.UNAVAILABLE_PREFIX in message:
+    if contract.OVERLOADED_PREFIX in message or contract.UNAVAILABLE_PREFIX in message or MODEL_NOT_LOADED in message:
         return Overloaded(message)
     return RequestRejected(message)
 
