@@ -37,7 +37,7 @@ def test_model_not_loaded_is_a_refusal_another_pod_can_take() -> None:
 
 
 def test_fleet_client_moves_a_request_off_a_draining_pod() -> None:
-    pods = {"10.0.0.1:8001": _Unloaded(), "10.0.0.2:8001": _Serving()}
+    pods: dict[str, _Unloaded | _Serving] = {"10.0.0.1:8001": _Unloaded(), "10.0.0.2:8001": _Serving()}
     with FleetClient(list(pods), connect=lambda address: pods[address]) as fleet:
         for _ in range(4):  # whichever pod the rotation starts at
             chunks = list(fleet.stream("Hello."))
