@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-demo: system-packages $(STAMP)
+demo: system-packages $(STAMP) images
 	$(VENV)/bin/python -m ttsfleet.demo
 
 test: system-packages $(STAMP) lint binaries images
