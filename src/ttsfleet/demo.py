@@ -27,12 +27,15 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttsfleet import contract, logs
 from ttsfleet.devcluster import binaries
 from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir
 from ttsfleet.devcluster.waiting import wait_for
+
+if TYPE_CHECKING:  # the worker stack (torch) is imported only when the demo streams
+    from ttsfleet.worker.client import TtsClient
 
 log = logging.getLogger("ttsfleet.demo")
 
@@ -186,22 +189,11 @@ def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "d
             server.wait_for(contract.model_ready_path(serving.model_name), timeout=60)
 
         with steps.step("stream a sentence into a WAV file", str(out / "worker" / "triton.log")):
-            from ttsfleet.worker import audio
             from ttsfleet.worker.client import TtsClient
 
-            wav_path = out / "speech.wav"
-            pcm = bytearray()
             with TtsClient(server.grpc_url, model=serving.model_name) as client:
                 client.check_ready()
-                first: float | None = None
-                for chunk in client.stream(SENTENCE):
-                    first = chunk.received_after if first is None else first
-                    pcm += chunk.audio
-                    log.info("chunk=%d bytes=%d after=%.2fs", chunk.index, len(chunk.audio), chunk.received_after)
-            samples = audio.decode(bytes(pcm), audio.DEFAULT_FORMAT)
-            wav_path.write_bytes(audio.to_wav_bytes(samples))
-            duration = audio.duration_seconds(len(samples))
-            print(f"\nwrote {wav_path} ({duration:.2f} s of 24 kHz audio, first audio after {first or 0:.2f} s)")
+                wav_path = _stream_to_wav(client, out / "speech.wav")
     if keep:
         print(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
     return wav_path
@@ -212,7 +204,6 @@ def _run_on_real_pods(cluster: ClusterHandle, steps: Steps, keep: bool, out: Pat
     example fleet on the real node (only image, model source and the node's toleration/selector
     changed), and speech streamed through the fleet's Service (its ClusterIP, via kube-proxy)."""
     from ttsfleet.realpods import model_server, operator_pod, real_fleet
-    from ttsfleet.worker import audio
     from ttsfleet.worker.client import TtsClient, TtsError
 
     fleet = _fleet_name(EXAMPLE)
@@ -264,21 +255,28 @@ def _run_on_real_pods(cluster: ClusterHandle, steps: Steps, keep: bool, out: Pat
                 return False
 
         wait_for(answers, what=f"the fleet's Service {address} answering", timeout=120, interval=2)
-    with steps.step("stream a sentence through the Service into a WAV file", f"kubectl logs -n {DEMO_NAMESPACE}"):
-        wav_path = out / "speech.wav"
-        pcm = bytearray()
-        with TtsClient(address) as client:
-            first: float | None = None
-            for chunk in client.stream(SENTENCE):
-                first = chunk.received_after if first is None else first
-                pcm += chunk.audio
-                log.info("chunk=%d bytes=%d after=%.2fs", chunk.index, len(chunk.audio), chunk.received_after)
-        samples = audio.decode(bytes(pcm), audio.DEFAULT_FORMAT)
-        wav_path.write_bytes(audio.to_wav_bytes(samples))
-        duration = audio.duration_seconds(len(samples))
-        print(f"\nwrote {wav_path} ({duration:.2f} s of 24 kHz audio, first audio after {first or 0:.2f} s)")
+    streaming = steps.step("stream a sentence through the Service into a WAV file", f"kubectl logs -n {DEMO_NAMESPACE}")
+    with streaming, TtsClient(address) as client:
+        wav_path = _stream_to_wav(client, out / "speech.wav")
     if keep:
         print(f"cluster left running: export KUBECONFIG={cluster.kubeconfig}")
+    return wav_path
+
+
+def _stream_to_wav(client: TtsClient, wav_path: Path) -> Path:
+    """Stream the demo sentence and write it as a WAV file, logging each chunk as it arrives."""
+    from ttsfleet.worker import audio
+
+    pcm = bytearray()
+    first: float | None = None
+    for chunk in client.stream(SENTENCE):
+        first = chunk.received_after if first is None else first
+        pcm += chunk.audio
+        log.info("chunk=%d bytes=%d after=%.2fs", chunk.index, len(chunk.audio), chunk.received_after)
+    samples = audio.decode(bytes(pcm), audio.DEFAULT_FORMAT)
+    wav_path.write_bytes(audio.to_wav_bytes(samples))
+    duration = audio.duration_seconds(len(samples))
+    print(f"\nwrote {wav_path} ({duration:.2f} s of 24 kHz audio, first audio after {first or 0:.2f} s)")
     return wav_path
 
 
