@@ -688,16 +688,6 @@ def _stop_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_stale(prefix: str, keep: int = 1) -> None:
     """Stop clusters named ``<prefix>-<pid>`` whose owning process died without ``down``.
 
@@ -708,7 +698,7 @@ def reap_stale(prefix: str, keep: int = 1) -> None:
     dead: list[Path] = []
     for folder in root.glob(f"{prefix}-*"):
         owner = folder.name.rsplit("-", 1)[1]
-        if owner.isdigit() and not _pid_alive(int(owner)):
+        if owner.isdigit() and not hostnet.pid_alive(int(owner)):
             LocalCluster(folder).down(quiet=True)
             dead.append(folder)
     dead.sort(key=lambda folder: folder.stat().st_mtime, reverse=True)

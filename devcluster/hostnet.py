@@ -80,7 +80,7 @@ def current_owner() -> Path | None:
     if not state.exists():
         return None
     pids = json.loads(state.read_text()).get("pids", {})
-    if any(_alive(pid) for pid in pids.values()):
+    if any(pid_alive(pid) for pid in pids.values()):
         return owner
     return None
 
@@ -390,7 +390,7 @@ def _run(command: list[str]) -> None:
         raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
