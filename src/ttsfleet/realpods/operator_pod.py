@@ -40,6 +40,10 @@ class OperatorPod:
         ).stdout  # fmt: skip
 
 
+# One of the chart's cluster-wide user roles (templates/userroles.yaml).
+USER_ROLE = "ttsfleet-view"
+
+
 def values(cluster: ClusterHandle) -> dict[str, Any]:
     """Chart values for the local cluster: the imported image (never pulled), one replica on the
     real node (the kwok nodes run no containers), everything else as the chart ships it."""
@@ -64,6 +68,17 @@ def _adopt_crd(cluster: ClusterHandle, release: str, namespace: str) -> None:
     )  # fmt: skip
 
 
+def _user_roles_owned_elsewhere(cluster: ClusterHandle, release: str) -> bool:
+    """The chart's ttsfleet-view/-edit ClusterRoles exist once per cluster, like the CRD: a second
+    release (here: another suite's, still installed) turns them off, as README's second-release
+    values do, or Helm refuses to install over objects another release owns."""
+    owner = cluster.kubectl(
+        "get", "clusterrole", USER_ROLE, "-o", r"jsonpath={.metadata.annotations.meta\.helm\.sh/release-name}",
+        check=False,
+    )  # fmt: skip
+    return owner.returncode == 0 and owner.stdout.strip() != release
+
+
 def install(
     cluster: ClusterHandle, release: str, namespace: str, extra: dict[str, Any] | None = None, timeout: float = 300
 ) -> OperatorPod:
@@ -71,6 +86,8 @@ def install(
     assert cluster.helm_path is not None, "the cluster handle has no helm"
     _adopt_crd(cluster, release, namespace)
     chosen = {**values(cluster), **(extra or {})}
+    if _user_roles_owned_elsewhere(cluster, release):
+        chosen["rbac"] = {**chosen.get("rbac", {}), "userRoles": {"create": False}}
     result = subprocess.run(
         [
             str(cluster.helm_path), "--kubeconfig", str(cluster.kubeconfig), "upgrade", "--install", release,
