@@ -58,12 +58,16 @@ class Overloaded(RequestRejected):
 # Triton's answer while the model is not loaded on that server: unloaded on SIGTERM (the pod is
 # draining) or by the supervisor's reload, until the readiness probe takes the pod out of the
 # Service. The request never started, so another replica can take it (seen on real pods: hundreds
-# of failed requests during a rollout).
-MODEL_NOT_LOADED = "has no available versions"
+# of failed requests during a rollout). Once the unload has finished Triton no longer knows the
+# model at all ("... is not found"): the same draining pod a moment later (seen once in 471 requests
+# of a rollout). Every pod of a fleet serves the model, so a wrong name still ends, after one try per
+# pod, with Triton's own message.
+MODEL_NOT_LOADED = ("has no available versions", "is not found")
 
 
 def _rejection(message: str) -> RequestRejected:
-    if contract.OVERLOADED_PREFIX in message or contract.UNAVAILABLE_PREFIX in message or MODEL_NOT_LOADED in message:
+    refused = (contract.OVERLOADED_PREFIX, contract.UNAVAILABLE_PREFIX, *MODEL_NOT_LOADED)
+    if any(reason in message for reason in refused):
         return Overloaded(message)
     return RequestRejected(message)
 

@@ -11,6 +11,8 @@ from ttsfleet.worker import client
 from ttsfleet.worker.client import Chunk, FleetClient, Overloaded, RequestRejected
 
 UNLOADED = "Request for unknown model: 'chattts' has no available versions"
+# The same draining pod once Triton has finished unloading the model.
+GONE = "Request for unknown model: 'chattts' is not found"
 
 
 class _Unloaded:
@@ -32,6 +34,7 @@ class _Serving:
 
 def test_model_not_loaded_is_a_refusal_another_pod_can_take() -> None:
     assert isinstance(client._rejection(UNLOADED), Overloaded)
+    assert isinstance(client._rejection(GONE), Overloaded)
     assert not isinstance(client._rejection("text is empty"), Overloaded)
     assert isinstance(client._rejection("text is empty"), RequestRejected)
 
