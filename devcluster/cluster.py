@@ -92,6 +92,17 @@ class ClusterHandle:
             raise RuntimeError(f"kubectl {' '.join(args)} failed (exit {result.returncode}): {result.stderr.strip()}")
         return result
 
+    def create_namespace(self, name: str, timeout: float = 60) -> None:
+        """Create ``name`` (if missing) and wait for its default ServiceAccount: pods are refused
+        until it exists, and a controller that got refused backs off exponentially (the
+        Kubernetes e2e framework waits for it too)."""
+        self.kubectl("create", "namespace", name, check=False)
+        wait_for(
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
+            what=f"ServiceAccount default in namespace {name}",
+            timeout=timeout,
+        )
+
     def wait_for_owner_kind(self, api_version: str, kind: str, timeout: float = 60) -> None:
         """Wait until admission can resolve a freshly installed custom kind as an owner.
 

@@ -19,7 +19,6 @@ from ttsfleet import logs
 from ttsfleet.devcluster import binaries
 from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir, reap_stale
 from ttsfleet.devcluster.kind import KindCluster
-from ttsfleet.devcluster.waiting import wait_for
 
 _SUITE_MARKERS = {"unit": "unit", "e2e": "e2e", "worker": "worker"}
 
@@ -67,14 +66,7 @@ def cluster() -> Iterator[ClusterHandle]:
 def namespace(cluster: ClusterHandle, request: pytest.FixtureRequest) -> Iterator[str]:
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
     name = f"{slug}-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", name)
-    # Pods are refused until the namespace's default ServiceAccount exists, and a controller
-    # that got refused backs off exponentially; the Kubernetes e2e framework waits for it too.
-    wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0,
-        what=f"ServiceAccount default in namespace {name}",
-        timeout=30,
-    )
+    cluster.create_namespace(name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 

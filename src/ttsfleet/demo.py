@@ -210,14 +210,7 @@ def _run_on_real_pods(cluster: ClusterHandle, steps: Steps, keep: bool, out: Pat
     with steps.step("install the CRD and the operator pod with Helm", f"kubectl logs -n {SYSTEM_NAMESPACE} deploy"):
         operator_pod.install(cluster, RELEASE, SYSTEM_NAMESPACE)
     with steps.step("model server pod (generated weights over http)", f"kubectl describe pod -n {DEMO_NAMESPACE}"):
-        cluster.kubectl("create", "namespace", DEMO_NAMESPACE, check=False)
-        wait_for(
-            lambda: (
-                cluster.kubectl("get", "serviceaccount", "default", "-n", DEMO_NAMESPACE, check=False).returncode == 0
-            ),
-            what=f"ServiceAccount default in {DEMO_NAMESPACE}",
-            timeout=60,
-        )
+        cluster.create_namespace(DEMO_NAMESPACE)
         source = model_server.start(cluster, DEMO_NAMESPACE)
     with steps.step(f"apply {EXAMPLE.relative_to(REPO)} on the real node and wait for Ready", "kubectl get ttsd,pods"):
         import yaml

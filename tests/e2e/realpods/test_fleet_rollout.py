@@ -50,12 +50,7 @@ def rolled(cluster: ClusterHandle) -> Iterator[Rolled]:
     if not cluster.real_nodes:
         pytest.skip(f"this cluster has no real node: {hostnet.unavailable_reason() or 'held by another cluster'}")
     namespace = f"rollout-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", namespace)
-    wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
-        what=f"ServiceAccount default in {namespace}",
-        timeout=60,
-    )
+    cluster.create_namespace(namespace)
     source = model_server.start(cluster, namespace)
     operator = operator_pod.install(cluster, RELEASE, f"{RELEASE}-system")
     body = real_fleet.adapt(

@@ -74,12 +74,7 @@ def stage(cluster: ClusterHandle) -> Iterator[Stage]:
     if missing:
         pytest.fail(f"images not imported: {sorted(missing)}; build them with `ttsfleet-cluster images`")
     namespace = f"realpods-{uuid.uuid4().hex[:5]}"
-    cluster.kubectl("create", "namespace", namespace)
-    wait_for(
-        lambda: cluster.kubectl("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
-        what=f"ServiceAccount default in {namespace}",
-        timeout=60,
-    )
+    cluster.create_namespace(namespace)
     started = time.monotonic()
     source = model_server.start(cluster, namespace)
     print(f"\nmodel server serving at {source} after {time.monotonic() - started:.1f}s", flush=True)
