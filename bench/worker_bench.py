@@ -10,11 +10,16 @@ is the baseline batching has to beat. Through Triton every concurrent client hol
 stream; Triton's dynamic batcher hands requests to the worker's scheduler, which merges every open
 request into one ``infer`` call per step. Columns: ``batch`` is the mean batch Triton formed,
 ``chattts`` the mean sentences per ChatTTS call (tts_batch_size), ``queue ms`` the mean time in
-Triton's queue. "Added by serving" is client time minus the model's own time for the same
-requests (gRPC, Triton's queue, backend IPC).
+Triton's queue, ``chunks`` the mean audio chunks per request: more chunks than sentences means
+the worker streams within a sentence (sub-sentence streaming, reported on the first line).
+"Added by serving" is client time minus the model's own time for the same requests (gRPC,
+Triton's queue, backend IPC).
 
     .venv/bin/python bench/worker_bench.py --preset tiny --requests 48 [--queue-delay-us 500]
     .venv/bin/python bench/worker_bench.py --text long --max-batch 8 --open-loop --json out.json
+
+``--open-loop-rates`` fixes the arrival rates (one per concurrency level) so two runs (before and
+after a change) face the same load; by default they follow each run's own closed-loop throughput.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class Figures:
     queue_ms: float | None = None
     model_ms: float | None = None  # mean, request received by the model -> last chunk sent
     mean_ms: float | None = None  # mean as the client saw it
+    chunks_per_request: float | None = None  # > sentences per request: streaming within sentences
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -95,8 +101,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _figures(mode: str, concurrency: float, latencies: list[float], ttfas: list[float],
-             wall: float, audio_seconds: float) -> Figures:  # fmt: skip
+             wall: float, audio_seconds: float, chunks: int = 0) -> Figures:  # fmt: skip
     return Figures(
+        chunks_per_request=round(chunks / len(latencies), 2) if chunks else None,
         mean_ms=round(statistics.fmean(latencies) * 1000, 1),
         mode=mode,
         concurrency=concurrency,
@@ -140,6 +147,7 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int, text: str = TEX
     latencies: list[float] = []
     ttfas: list[float] = []
     audio = [0.0]
+    counted = [0]
     lock = threading.Lock()
     per_client = max(1, requests // concurrency)
     barrier = threading.Barrier(concurrency + 1)
@@ -155,6 +163,7 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int, text: str = TEX
                     latencies.append(time.monotonic() - t0)
                     ttfas.append(chunks[0].received_after)
                     audio[0] += sum(len(chunk.audio) // 2 for chunk in chunks) / SAMPLE_RATE_HZ
+                    counted[0] += len(chunks)
 
     threads = [threading.Thread(target=run) for _ in range(concurrency)]
     for thread in threads:
@@ -163,7 +172,7 @@ def bench_triton(grpc_url: str, concurrency: int, requests: int, text: str = TEX
     started = time.monotonic()
     for thread in threads:
         thread.join()
-    return _figures("triton", concurrency, latencies, ttfas, time.monotonic() - started, audio[0])
+    return _figures("triton", concurrency, latencies, ttfas, time.monotonic() - started, audio[0], counted[0])
 
 
 def bench_open_loop(grpc_url: str, rate_rps: float, requests: int, text: str, seed: int = 1) -> Figures:
@@ -174,6 +183,7 @@ def bench_open_loop(grpc_url: str, rate_rps: float, requests: int, text: str, se
     latencies: list[float] = []
     ttfas: list[float] = []
     audio = [0.0]
+    counted = [0]
     lock = threading.Lock()
     arrivals = random.Random(seed)
 
@@ -185,6 +195,7 @@ def bench_open_loop(grpc_url: str, rate_rps: float, requests: int, text: str, se
             latencies.append(time.monotonic() - t0)
             ttfas.append(chunks[0].received_after)
             audio[0] += sum(len(chunk.audio) // 2 for chunk in chunks) / SAMPLE_RATE_HZ
+            counted[0] += len(chunks)
 
     threads = []
     started = time.monotonic()
@@ -197,7 +208,8 @@ def bench_open_loop(grpc_url: str, rate_rps: float, requests: int, text: str, se
         threads.append(thread)
     for thread in threads:
         thread.join()
-    return _figures("open-loop", round(rate_rps, 2), latencies, ttfas, time.monotonic() - started, audio[0])
+    wall = time.monotonic() - started
+    return _figures("open-loop", round(rate_rps, 2), latencies, ttfas, wall, audio[0], counted[0])
 
 
 def main() -> None:
@@ -216,6 +228,11 @@ def main() -> None:
         action="store_true",
         help="also run open-loop Poisson arrivals at 0.9x the throughput each closed-loop level reached",
     )
+    parser.add_argument(
+        "--open-loop-rates",
+        default="",
+        help="open-loop arrival rates (req/s), one per concurrency level, instead of 0.9x closed-loop throughput",
+    )
     parser.add_argument("--gpu", action="store_true", help="serve on the GPU (KIND_GPU)")
     parser.add_argument(
         "--queue-delay-us",
@@ -233,9 +250,13 @@ def main() -> None:
 
     from ttsfleet.worker.checkpoint import ensure_weights
     from ttsfleet.worker.server import ServerOptions, TritonServer
+    from ttsfleet.worker.text import split_sentences
 
     weights = ensure_weights(args.preset)
     levels = [int(level) for level in args.concurrency.split(",")]
+    fixed_rates = [float(rate) for rate in args.open_loop_rates.split(",") if rate]
+    if fixed_rates and len(fixed_rates) != len(levels):
+        parser.error(f"--open-loop-rates needs {len(levels)} rates, one per concurrency level")
     text = TEXTS[args.text]
     results = [bench_in_process(weights, args.requests, text)]
     serving = ServingConfig(
@@ -250,7 +271,7 @@ def main() -> None:
         with server:
             server.wait_for("/v2/health/live", 180)
             server.load_model(600)
-            for level in levels:
+            for position, level in enumerate(levels):
                 before = triton_stats(server.http_url)
                 worker_before = worker_counters(server.metrics_url)
                 figure = bench_triton(server.grpc_url, level, args.requests, text)
@@ -265,7 +286,7 @@ def main() -> None:
                 figure.engine_batch = round(worker["tts_batch_size_sum"] / calls, 2)
                 results.append(figure)
                 if args.open_loop:
-                    rate = 0.9 * figure.throughput_rps
+                    rate = fixed_rates[position] if fixed_rates else 0.9 * figure.throughput_rps
                     results.append(bench_open_loop(server.grpc_url, rate, args.requests, text))
 
     baseline = results[0]
@@ -282,12 +303,19 @@ def main() -> None:
         "batch",
         "chattts",
         "queue ms",
+        "chunks",
     )
-    widths = (-11, 6, 6, 10, 10, 10, 10, 8, 8, 7, 9, 10)
+    widths = (-11, 6, 6, 10, 10, 10, 10, 8, 8, 7, 9, 10, 8)
     header = "".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in zip(columns, widths, strict=True))
+    sentences = len(split_sentences(text))
+    chunk_counts = [figure.chunks_per_request or 0.0 for figure in results[1:]]
+    # Measured, not configured: a request that got more chunks than it has sentences was streamed
+    # within a sentence (the code under test may predate the setting).
+    streaming = "on" if chunk_counts and min(chunk_counts) > sentences else "off"
     print(
-        f"weights={args.preset} text={text!r} max_batch={serving.max_batch_size} "
-        f"torch threads={os.environ['OMP_NUM_THREADS']} max_queue_delay={args.queue_delay_us} us"
+        f"weights={args.preset} text={text!r} ({sentences} sentences) max_batch={serving.max_batch_size} "
+        f"torch threads={os.environ['OMP_NUM_THREADS']} max_queue_delay={args.queue_delay_us} us "
+        f"sub-sentence streaming={streaming}"
     )
     print(header)
     for figure in results:
@@ -296,6 +324,7 @@ def main() -> None:
             f"{figure.mode:<11}{figure.concurrency:>6}{figure.requests:>6}{figure.p50_ms:>10}"
             f"{figure.p99_ms:>10}{figure.ttfa_p50_ms:>10}{figure.ttfa_p99_ms:>10}{figure.throughput_rps:>8}{speedup:>8.2f}"
             f"{figure.mean_batch or '-':>7}{figure.engine_batch or '-':>9}{figure.queue_ms or '-':>10}"
+            f"{figure.chunks_per_request or '-':>8}"
         )
     single = next(figure for figure in results if figure.mode == "triton" and figure.concurrency == 1)
     # The p50 difference also carries the model's own run-to-run spread (tens of ms on a shared
@@ -310,7 +339,8 @@ def main() -> None:
     if eight is not None:
         print(f"throughput at c=8: {eight.throughput_rps / baseline.throughput_rps:.2f}x in-process sequential")
     if args.json:
-        args.json.write_text(json.dumps([asdict(figure) for figure in results], indent=2))
+        record = {"sub_sentence_streaming": streaming, "figures": [asdict(figure) for figure in results]}
+        args.json.write_text(json.dumps(record, indent=2))
 
 
 if __name__ == "__main__":

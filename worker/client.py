@@ -63,10 +63,14 @@ class Overloaded(RequestRejected):
 # of a rollout). Every pod of a fleet serves the model, so a wrong name still ends, after one try per
 # pod, with Triton's own message.
 MODEL_NOT_LOADED = ("has no available versions", "is not found")
+# Triton's answer after the model's python-backend stub died ("Stub process 'chattts_0_0' is not
+# healthy."), until the worker's supervisor ends the container (at its next poll): the request
+# never started.
+STUB_DEAD = "is not healthy"
 
 
 def _rejection(message: str) -> RequestRejected:
-    refused = (contract.OVERLOADED_PREFIX, contract.UNAVAILABLE_PREFIX, *MODEL_NOT_LOADED)
+    refused = (contract.OVERLOADED_PREFIX, contract.UNAVAILABLE_PREFIX, *MODEL_NOT_LOADED, STUB_DEAD)
     if any(reason in message for reason in refused):
         return Overloaded(message)
     return RequestRejected(message)

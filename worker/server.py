@@ -320,9 +320,13 @@ class TritonServer:
         return thread
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """SIGTERM (Triton drains for up to its exit timeout), then SIGKILL if it hangs."""
+        """SIGTERM (Triton drains for up to its exit timeout), then SIGKILL if it hangs;
+        a ``timeout`` of 0 (nothing left to drain) kills at once."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
+        if timeout == 0:
+            self.process.kill()
+            return self.process.wait()
         self.process.send_signal(signal.SIGTERM)
         grace = timeout if timeout is not None else self.options.serving.drain_timeout_seconds + 15
         try:

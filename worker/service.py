@@ -12,18 +12,20 @@ serving rules are unit-testable without a server:
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from ttsfleet.contract import AUDIO_FORMATS, OVERLOADED_PREFIX, UNAVAILABLE_PREFIX, ServingConfig
 from ttsfleet.worker.audio import DEFAULT_FORMAT, duration_seconds, encode
-from ttsfleet.worker.planner import Progress, next_step
+from ttsfleet.worker.planner import Progress, Step, next_step
+from ttsfleet.worker.streaming import Piece
 from ttsfleet.worker.text import InputError, decode_text, split_sentences, validate_text
 from ttsfleet.worker.voices import resolve_voice
 
@@ -42,6 +44,22 @@ INTERNAL: ErrorKind = "internal"
 
 class Synthesizer(Protocol):
     def synthesize(self, texts: list[str], voice_id: str) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class StreamingSynthesizer(Protocol):
+    """An engine that streams within sentences (``Engine.stream``): pieces of each text as they
+    become final, each text ending with one final piece."""
+
+    def stream(self, texts: list[str], voice_id: str) -> Iterator[list[Piece]]: ...
+
+
+def whole_sentences(engine: Synthesizer, texts: list[str], voice_id: str) -> Iterator[list[Piece]]:
+    """An engine without sub-sentence streaming: one final piece per text when its call returns."""
+    clips = engine.synthesize(texts, voice_id)
+    if len(clips) != len(texts):
+        raise RuntimeError(f"the engine returned {len(clips)} clips for {len(texts)} texts")
+    yield [Piece(index, clip, True, 0) for index, clip in enumerate(clips)]
 
 
 class Stream(Protocol):
@@ -106,7 +124,8 @@ class Job:
     sentences: list[str]
     received: float
     progress: Progress = field(init=False)
-    sent: int = 0
+    sent: int = 0  # chunks sent: the next chunk's index
+    spoken: int = 0  # sentences whose audio has been sent in full
     audio_seconds: float = 0.0
     done: bool = False
 
@@ -184,12 +203,15 @@ class Scheduler:
 
     def __init__(
         self,
-        engine: Synthesizer,
+        engine: Synthesizer | StreamingSynthesizer,
         config: ServingConfig,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        self._stream: Callable[[list[str], str], Iterator[list[Piece]]] = (
+            engine.stream if isinstance(engine, StreamingSynthesizer) else functools.partial(whole_sentences, engine)
+        )
         self.config = config
         self.observer = observer or NullObserver()
         self.clock = clock
@@ -256,9 +278,7 @@ class Scheduler:
         self.observer.batch_ran(len(texts))
         self.health.started()
         try:
-            clips = self.engine.synthesize(texts, step.voice)
-            if len(clips) != len(texts):
-                raise RuntimeError(f"the engine returned {len(clips)} clips for {len(texts)} texts")
+            self._run_call(step, jobs, texts)
         except Exception as error:  # one failed call fails its requests, not the instance
             self.health.ended(ok=False)
             log.exception("synthesis failed", extra={"voice": step.voice, "texts": len(texts)})
@@ -266,31 +286,72 @@ class Scheduler:
                 self._fail(jobs[item.job], f"synthesis failed: {error}")
             return True
         self.health.ended(ok=True)
-        for item, clip in zip(step.items, clips, strict=True):
-            self._deliver(jobs[item.job], clip)
         return True
 
-    def _deliver(self, job: Job, clip: np.ndarray) -> None:
+    def _run_call(self, step: Step, jobs: list[Job], texts: list[str]) -> None:
+        """One (streaming) ChatTTS call: pieces go out as they come, in each request's order.
+
+        A request with two sentences in the call gets pieces of both interleaved; those of a later
+        sentence wait here until the earlier one has had its final piece. Between yields, requests
+        whose client went away leave, and once nobody in the call is left the call stops.
+        """
+        position = {(item.job, item.sentence): index for index, item in enumerate(step.items)}
+        waiting: dict[int, list[Piece]] = {index: [] for index in range(len(step.items))}
+        members = [jobs[index] for index in dict.fromkeys(item.job for item in step.items)]
+        pieces_of_call = self._stream(texts, step.voice)
+        try:
+            for pieces in pieces_of_call:
+                self.health.started()  # still answering: the hang bound counts from here
+                for piece in pieces:
+                    waiting[piece.index].append(piece)
+                    self._flush(step.items[piece.index].job, jobs, position, waiting)
+                self._drop_cancelled(members)
+                if all(job.done for job in members):
+                    return  # everyone left mid-call: stop generating
+        finally:
+            close = getattr(pieces_of_call, "close", None)
+            if close is not None:
+                close()  # ends ChatTTS's generation if we left early
+        missing = [item for item in step.items if not jobs[item.job].done and jobs[item.job].spoken <= item.sentence]
+        if missing:
+            raise RuntimeError(f"the engine ended the call without the final audio of {len(missing)} sentences")
+
+    def _flush(self, job_index: int, jobs: list[Job], position: dict[tuple[int, int], int],
+               waiting: dict[int, list[Piece]]) -> None:  # fmt: skip
+        """Send what a request can take now: pieces of its current sentence, in order."""
+        job = jobs[job_index]
+        while not job.done:
+            index = position.get((job_index, job.spoken))
+            if index is None or not waiting[index]:
+                return
+            piece = waiting[index].pop(0)
+            self._deliver(job, piece.audio, piece.final)
+
+    def _deliver(self, job: Job, audio: np.ndarray, sentence_end: bool) -> None:
         if job.done:  # cancelled or failed while the call ran
             return
-        final = job.sent == len(job.sentences) - 1
-        try:
-            job.stream.send_chunk(encode(clip, job.audio_format), job.sent, final)
-        except Exception as error:  # a broken stream ends its own request only
-            log.warning("sending a chunk failed", extra={"chunk": job.sent, "error": str(error)})
-            self._fail(job, f"sending audio failed: {error}")
-            return
-        if job.sent == 0:
-            self.observer.first_audio(job.voice, self.clock() - job.received)
-        job.sent += 1
-        job.audio_seconds += duration_seconds(clip.size)
+        final = sentence_end and job.spoken == len(job.sentences) - 1
+        if audio.size or final:  # an empty piece of a sentence has nothing to send
+            try:
+                job.stream.send_chunk(encode(audio, job.audio_format), job.sent, final)
+            except Exception as error:  # a broken stream ends its own request only
+                log.warning("sending a chunk failed", extra={"chunk": job.sent, "error": str(error)})
+                self._fail(job, f"sending audio failed: {error}")
+                return
+            if job.sent == 0:
+                self.observer.first_audio(job.voice, self.clock() - job.received)
+            job.sent += 1
+            job.audio_seconds += duration_seconds(audio.size)
+        if sentence_end:
+            job.spoken += 1
         if final:
             self._end(job, ok=True)
 
-    def _drop_cancelled(self) -> None:
-        """Requests whose client went away leave before the next call takes their slots."""
+    def _drop_cancelled(self, among: list[Job] | None = None) -> None:
+        """Requests whose client went away leave before the next call takes their slots (and,
+        between the pieces of a streaming call, stop getting audio)."""
         with self._wake:
-            jobs = [job for job in self._jobs if not job.done]
+            jobs = [job for job in (self._jobs if among is None else among) if not job.done]
         for job in jobs:
             try:
                 cancelled = job.stream.is_cancelled()
@@ -307,10 +368,10 @@ class Scheduler:
             stranded = [
                 job
                 for job in self._jobs
-                if not job.done and (job.sent < job.progress.planned or not job.progress.pending)
+                if not job.done and (job.spoken < job.progress.planned or not job.progress.pending)
             ]
         for job in stranded:
-            log.error("request stranded by the scheduler; failing it", extra={"sent": job.sent})
+            log.error("request stranded by the scheduler; failing it", extra={"spoken": job.spoken})
             self._fail(job, "internal error in the worker's scheduler; retry")
         with self._wake:
             self._jobs = [job for job in self._jobs if not job.done]

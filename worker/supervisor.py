@@ -11,6 +11,14 @@
   a fresh ChatTTS, warmup): the pod returns when warmup passes. A model that needs more than
   ``max_recoveries`` reloads within ``recovery_window_seconds`` is not getting better: the
   container exits non-zero and the kubelet restarts it.
+* **A dead backend stub ends the container.** Triton runs each python model instance in a stub
+  process (``triton_python_backend_stub``). When one dies (OOM kill, segfault in a native
+  library), Triton 2.51 neither restarts it nor fails the requests it held: their streams stay
+  open without another answer, the model stays READY (so liveness stays green), new requests
+  get "Stub process ... is not healthy", and a SIGTERM then waits out the whole exit timeout.
+  The supervisor notices the missing stub at its next poll and kills tritonserver at once: every
+  open client stream ends with a connection error instead of silence, and the container exits
+  non-zero with the reason, so the kubelet restarts it with a fresh Triton.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ ENV_TERMINATION_LOG = "TTSFLEET_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_MESSAGE_LIMIT = 4096  # what the kubelet reads of the file
 EXIT_FAILED = 1
+STUB_BINARY = "triton_python_backend_stub"
+PROC = Path("/proc")
 
 
 class Server(Protocol):
@@ -81,6 +91,28 @@ def engine_healthy(exposition: str, model: str) -> bool | None:
     return None if not values else min(values) >= 1.0
 
 
+def backend_stubs(parent_pid: int, proc: Path = PROC) -> dict[int, str]:
+    """Triton's live python-backend stubs, pid -> model name: the processes the backend forks for
+    each model instance, children of tritonserver. A zombie counts as gone (Triton does not reap
+    a stub that died)."""
+    stubs: dict[int, str] = {}
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited while we looked
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) != parent_pid or state in ("Z", "X") or not argv[0].endswith(STUB_BINARY.encode()):
+            continue
+        # argv[1] is <repository>/<model>/<version>/model.py
+        parts = Path(argv[1].decode(errors="replace")).parts if len(argv) > 1 else ()
+        stubs[int(entry.name)] = parts[-3] if len(parts) >= 3 else "?"
+    return stubs
+
+
 def read_metrics(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
@@ -102,6 +134,7 @@ class Supervisor:
         recovery_window_seconds: float = 1800.0,
         metrics: Callable[[str], str] = read_metrics,
         clock: Callable[[], float] = time.monotonic,
+        stubs: Callable[[], dict[int, str]] | None = None,
     ) -> None:
         self.server = server
         self.serving = serving
@@ -111,8 +144,11 @@ class Supervisor:
         self.recovery_window_seconds = recovery_window_seconds
         self.metrics = metrics
         self.clock = clock
+        self.stubs = stubs or self._server_stubs
         self.failure: str | None = None
         self.recoveries: list[float] = []
+        # The stubs of the loaded models (pid -> model), recorded after each load.
+        self.watched_stubs: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -125,7 +161,18 @@ class Supervisor:
         self._stop.set()
 
     def exit_code(self, triton_code: int) -> int:
-        return EXIT_FAILED if self.failure is not None and triton_code == 0 else triton_code
+        # After a failure we stopped tritonserver ourselves: whatever it exited with (killed,
+        # or its own code for an interrupted shutdown, 250 seen under load) is a consequence,
+        # and the reason is the termination message.
+        return EXIT_FAILED if self.failure is not None else triton_code
+
+    def _server_stubs(self) -> dict[int, str]:
+        process = getattr(self.server, "process", None)
+        return {} if process is None else backend_stubs(process.pid)
+
+    def watch_stubs(self) -> None:
+        """Remember the loaded models' stubs; ``check`` fails the worker when one goes away."""
+        self.watched_stubs = self.stubs()
 
     def run(self) -> None:
         if self.load():
@@ -141,11 +188,29 @@ class Supervisor:
             if not self._stop.is_set():
                 self._fail(f"model {self.serving.model_name} failed to load: {first_line(str(error))}")
             return False
-        log.info("model loaded and warmed up", extra={"model": self.serving.model_name})
+        self.watch_stubs()
+        log.info(
+            "model loaded and warmed up",
+            extra={"model": self.serving.model_name, "backend_stubs": len(self.watched_stubs)},
+        )
         return True
 
     def check(self) -> bool:
         """One look at the engine; reload it when unhealthy. False once the worker is failing."""
+        if self.watched_stubs and not self._stop.is_set():
+            alive = self.stubs()
+            dead = {pid: model for pid, model in self.watched_stubs.items() if pid not in alive}
+            if dead:
+                pid, model = sorted(dead.items())[0]
+                # Nothing left to drain: the dead stub's streams get no further answer, and
+                # Triton would hold a SIGTERM for its whole exit timeout. Kill it now, so every
+                # client stream ends with a connection error and the kubelet restarts us.
+                self._fail(
+                    f"the python backend stub of model {model} (pid {pid}) died; Triton does not "
+                    "restart it and leaves its open streams unanswered: restarting the container",
+                    grace=0,
+                )
+                return False
         try:
             healthy = engine_healthy(self.metrics(self.server.metrics_url), self.serving.model_name)
         except OSError:
@@ -176,7 +241,7 @@ class Supervisor:
             return False
         return self.load()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, grace: float = 30) -> None:
         self.failure = reason
         fail(reason, self.termination_log)
-        self.server.stop(timeout=30)
+        self.server.stop(timeout=grace)

@@ -52,7 +52,9 @@ def test_sigterm_drains_open_stream_then_exits(tiny_weights: Path, tmp_path: Pat
             list(late.stream("Too late."))
         listener.join(120)
         assert not outcome, f"the open stream broke during drain: {outcome}"
-        assert [chunk.index for chunk in chunks] == list(range(12)) and chunks[-1].final
+        # Every sentence's audio (the worker streams within sentences: 12 or more chunks).
+        assert len(chunks) >= 12 and [chunk.index for chunk in chunks] == list(range(len(chunks)))
+        assert chunks[-1].final
         assert server.process.wait(60) == 0
     finally:
         server.stop()

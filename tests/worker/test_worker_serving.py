@@ -52,8 +52,10 @@ def test_readiness_false_until_warmup_then_true(triton) -> None:
     assert at_live[2] is False, "model ready before it was even loaded"
     assert during, "the model loaded before readiness could be sampled even once"
     assert during[0][1:] == (False, False), f"ready before warmup: {during[0]}"
-    # The server is ready only once both models are; the model's own flag flips once, for good.
-    assert all(sample[1] is False for sample in during), "server ready while a model was loading"
+    # Triton's server-wide flag means "every loaded model is ready": it may turn true for the
+    # moment between the streaming model's load and the unary model's, but never before the
+    # streaming model (which the pod's probes check) is ready. The model's flag flips once.
+    assert all(sample[2] for sample in during if sample[1]), f"server ready before the model: {during}"
     flags = [sample[2] for sample in during]
     assert flags == sorted(flags), f"model readiness flapped: {flags}"
     assert after[1:] == (True, True)
@@ -64,12 +66,12 @@ def test_stream_sentence_gives_ordered_chunks_ending_with_final(triton) -> None:
     with TtsClient(triton.grpc_url) as client:
         client.check_ready()
         chunks = list(client.stream(text))
-    assert [chunk.index for chunk in chunks] == [0, 1, 2]
-    assert [chunk.final for chunk in chunks] == [False, False, True]
+    # Three sentences, each in one chunk or more (the worker streams within sentences).
+    assert len(chunks) >= 3 and [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert [chunk.final for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
     for chunk in chunks:
-        samples = chunk.samples()
-        assert samples.size > 0.2 * contract.SAMPLE_RATE_HZ  # every sentence has audible length
-        assert np.sqrt(np.mean(samples**2)) > 1e-4
+        assert np.sqrt(np.mean(chunk.samples() ** 2)) > 1e-4
+    assert sum(chunk.samples().size for chunk in chunks) > 3 * 0.2 * contract.SAMPLE_RATE_HZ
     assert chunks[0].received_after <= chunks[-1].received_after
 
 
@@ -126,7 +128,8 @@ def test_concurrent_requests_are_batched(triton) -> None:
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert results == {i: [0] for i in range(8)}
+    assert sorted(results) == list(range(8))
+    assert all(indexes and indexes == list(range(len(indexes))) for indexes in results.values())
     after = _batch_sizes(triton.http_url)
     grown = {size: after.get(size, 0) - before.get(size, 0) for size in after}
     assert any(size > 1 and count > 0 for size, count in grown.items()), f"no batch > 1: {grown}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,18 @@ def start_server(tiny_weights: Path, workdir: Path, serving: ServingConfig, log_
     server.wait_for(contract.READY_PATH, timeout=max(1.0, deadline - time.monotonic()))
     running.readiness.append((time.monotonic() - started, True, server.probe(contract.model_ready_path())))
     return running
+
+
+def model_metrics(metrics_url: str, **urlopen: Any) -> dict[str, float]:
+    """The worker's metrics for the streaming model, each sample summed over its other labels
+    (also read by bench/worker_soak.py; ``urlopen``: e.g. its timeout)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, **urlopen) as response:
+        text = response.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") == contract.MODEL_NAME:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals

@@ -63,7 +63,7 @@ def test_load_failure_stops_the_server_and_leaves_the_reason(tmp_path: Path) -> 
     watch.run()
     assert server.actions[-1] == "stop"
     assert log.read_text() == "model chattts failed to load: load failed: EngineError: ChatTTS refused the checkpoint"
-    assert watch.exit_code(0) == EXIT_FAILED and watch.exit_code(137) == 137
+    assert watch.exit_code(0) == EXIT_FAILED and watch.exit_code(250) == EXIT_FAILED
 
 
 def test_unhealthy_engine_is_unloaded_and_loaded_again(tmp_path: Path) -> None:
@@ -114,3 +114,8 @@ def test_termination_message_is_capped_and_an_unwritable_path_is_survived(tmp_pa
     assert supervisor.fail("x" * 10_000, path) == EXIT_FAILED
     assert len(path.read_bytes()) == supervisor.TERMINATION_MESSAGE_LIMIT
     supervisor.write_termination_message(tmp_path / "missing" / "log", "reason")  # logged, not raised
+
+
+def test_a_tritonserver_that_exits_on_its_own_passes_its_code_through(tmp_path: Path) -> None:
+    watch = Supervisor(FakeServer(), SERVING, tmp_path / "log")
+    assert watch.exit_code(137) == 137 and watch.exit_code(0) == 0
