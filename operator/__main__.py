@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 import prometheus_client
 
-from ttsfleet.operator import peering
+from ttsfleet.operator import heap, peering
 from ttsfleet.operator.handlers import Options, build_registry
 
 
@@ -71,6 +71,7 @@ def _configure_logging(level: str, log_format: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    heap.few_arenas()
     args = parse_args(sys.argv[1:] if argv is None else argv)
     _configure_logging(args.log_level, args.log_format)
     namespaces = tuple(args.namespace)

@@ -7,12 +7,16 @@ already sees every child. ``Listing`` is the same interface read straight from t
 for one-off passes (tests, tools) that run without kopf.
 
 Stored objects are trimmed: managedFields (often half an object) and, for pods, everything the
-status does not read are dropped before they reach the index.
+status does not read are dropped before they reach the index. They are kept as compact JSON and
+parsed when a pass reads them: a pass reads one fleet, while the index holds every fleet's
+objects for as long as they live, and a parsed object takes about ten times the memory of its
+JSON (at 1,000 fleets the parsed indexes were about a fifth of the operator's memory).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +46,21 @@ class Observed:
 
 class Source(Protocol):
     def observe(self, namespace: str, name: str) -> Observed: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """One stored object, as compact JSON."""
+
+    data: bytes
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Packed:
+        return cls(json.dumps(obj, separators=(",", ":")).encode())
+
+    def unpack(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.data)
+        return loaded
 
 
 def _trim_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,14 +114,14 @@ def trim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
 async def index_fleet(body: Mapping[str, Any], namespace: str | None, name: str | None, **_: Any) -> Any:
     if not namespace or not name:
         return None
-    return {(namespace, name): trim_object(body)}
+    return {(namespace, name): Packed.of(trim_object(body))}
 
 
 async def index_child(body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
     fleet = labels.get(naming.LABEL_DEPLOYMENT)
     if not namespace or not fleet:
         return None
-    return {(namespace, fleet): trim_object(body)}
+    return {(namespace, fleet): Packed.of(trim_object(body))}
 
 
 async def index_pod(body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
@@ -110,7 +129,7 @@ async def index_pod(body: Mapping[str, Any], namespace: str | None, labels: Mapp
     fleet = labels.get(naming.LABEL_INSTANCE)
     if not namespace or not fleet or labels.get(naming.LABEL_NAME) != naming.APP_NAME:
         return None
-    return {(namespace, fleet): trim_pod(body)}
+    return {(namespace, fleet): Packed.of(trim_pod(body))}
 
 
 class Cache:
@@ -124,7 +143,7 @@ class Cache:
     @staticmethod
     def _values(index: Any, key: Key) -> list[dict[str, Any]]:
         store = index.get(key)
-        return list(store) if store else []
+        return [packed.unpack() for packed in store] if store else []
 
     def observe(self, namespace: str, name: str) -> Observed:
         fleets = self._values(self._fleets, (namespace, name))

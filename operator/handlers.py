@@ -131,6 +131,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
         settings.peering.lifetime = options.peering_lifetime
     # A peering replica starts paused until kopf (and our resync) see it is the active one.
     metrics.ACTIVE.set(0 if options.peering is not None else 1)
+    metrics.watch_loop(asyncio.get_running_loop())
     kube = await asyncio.to_thread(Kube.connect)
     if options.peering is not None:
         await asyncio.to_thread(ensure_peering, kube, options)

@@ -45,6 +45,7 @@ POD = Kind("v1", "Pod", "pods")
 EVENT = Kind("v1", "Event", "events")
 PDB = Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 SCALEDOBJECT = Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects")
+TRIGGERAUTHENTICATION = Kind("keda.sh/v1alpha1", "TriggerAuthentication", "triggerauthentications")
 SERVICEMONITOR = Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors")
 NETWORKPOLICY = Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies")
 CLUSTER_PEERING = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
@@ -57,11 +58,12 @@ CHILD_KINDS: tuple[Kind, ...] = (
     CONFIGMAP,
     PDB,
     NETWORKPOLICY,
+    TRIGGERAUTHENTICATION,
     SCALEDOBJECT,
     SERVICEMONITOR,
 )
 # Kinds that come from optional add-ons (KEDA, Prometheus Operator) and may not be installed.
-OPTIONAL_KINDS: frozenset[Kind] = frozenset({SCALEDOBJECT, SERVICEMONITOR})
+OPTIONAL_KINDS: frozenset[Kind] = frozenset({SCALEDOBJECT, TRIGGERAUTHENTICATION, SERVICEMONITOR})
 
 
 def kind_of(obj: dict[str, object]) -> Kind:

@@ -174,5 +174,9 @@ class Kube:
             if err.status not in (404, 409):
                 raise
 
+    def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (the peering object: kopf's keep-alives own the rest of it)."""
+        return self._call("PATCH", kind.path(namespace, name), body=patch, content_type="application/merge-patch+json")
+
     def create(self, kind: Kind, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", kind.path(namespace), body=obj)

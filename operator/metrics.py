@@ -1,14 +1,18 @@
 """The operator's own Prometheus metrics: reconcile latency and errors, writes it made, resyncs
-and queue depth, fleets by condition, desired and ready replicas per fleet."""
+and queue depth, fleets by condition, desired and ready replicas per fleet, and what its event
+loop holds (tasks, watch streams), so a leak shows on a dashboard before it shows as memory."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RECONCILE_SECONDS = Histogram(
     "ttsfleet_operator_reconcile_duration_seconds",
@@ -84,3 +88,38 @@ class FleetTracker:
         for (condition, status), count in counts.items():
             FLEETS.labels(condition, status).set(count)
         self._exported |= set(counts)
+
+
+# kopf names the task behind each watch stream: "watcher for <resource>@<namespace>" (one per
+# watched resource and namespace), "peering observer for ...", and the observers of CRDs and
+# namespaces, which keep a watch of their own.
+_WATCH_TASK_PREFIXES = ("watcher for ", "peering observer for ", "resource observer", "namespace observer")
+
+
+class LoopCollector(Collector):
+    """Tasks on the operator's event loop and the watch streams among them, read at scrape time
+    (from the metrics server's thread: ``asyncio.all_tasks`` copes with a set changing meanwhile)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        names = [task.get_name() for task in asyncio.all_tasks(loop)]
+        yield GaugeMetricFamily("ttsfleet_operator_asyncio_tasks", "Tasks on the operator's event loop.", len(names))
+        yield GaugeMetricFamily(
+            "ttsfleet_operator_watch_streams",
+            "Watch streams the operator runs (kopf's watcher tasks: one per resource and namespace).",
+            sum(name.startswith(_WATCH_TASK_PREFIXES) for name in names),
+        )
+
+
+LOOP = LoopCollector()
+REGISTRY.register(LOOP)
+
+
+def watch_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Report this loop's tasks (called once the operator's loop runs)."""
+    LOOP.loop = loop

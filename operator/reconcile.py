@@ -55,6 +55,8 @@ class Result:
     unchanged: int = 0
     pruned: int = 0
     status_written: bool = False
+    # The status differed, but other fleets were waiting for their children: written next pass.
+    status_deferred: bool = False
     transitions: list[Transition] = field(default_factory=list)
     # Some child could not be applied: worth another pass soon, not only at the next resync.
     retry: bool = False
@@ -67,6 +69,16 @@ def _optional_kind_condition(
     the cluster serves). Without one the queue trigger reads "no data", which KEDA counts as 0:
     the fleet would never scale on load, silently. Say so."""
     if kind is kinds.SCALEDOBJECT and spec.autoscaling.enabled:
+        if served and not scraped and spec.autoscaling.redis is not None:
+            # The redis trigger scales on the queue in front of the fleet; the per-pod queue
+            # trigger is left out of the ScaledObject (desired.scaledobject).
+            bounds = f"{spec.autoscaling.min_replicas}..{spec.autoscaling.max_replicas}"
+            return Condition(
+                conditions.AUTOSCALING,
+                True,
+                "ScaledObjectApplied",
+                f"KEDA scales within {bounds} on the Redis queue (the per-pod queue metric is not scraped)",
+            )
         if served and not scraped:
             return Condition(
                 conditions.AUTOSCALING,
@@ -96,12 +108,41 @@ def _optional_kind_condition(
     return None
 
 
+def _keda_not_ready(scaled: dict[str, Any] | None) -> Condition | None:
+    """KEDA's own verdict on the fleet's ScaledObject. A trigger KEDA cannot use (a Redis it cannot
+    reach or authenticate to, a Prometheus that does not answer) shows only there: Ready=False, or
+    Ready=Unknown with reason PartialTriggerError when other triggers still work (those can scale
+    the fleet up, but the HPA scales down only when every metric answers). Say it on the fleet,
+    where a user looks, rather than report autoscaling as working."""
+    for cond in ((scaled or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") != "Ready":
+            continue
+        said = f"KEDA: {cond.get('message') or cond.get('reason') or 'no reason given'}"[:1024]
+        if cond.get("status") == "False":
+            return Condition(conditions.AUTOSCALING, False, "ScaledObjectNotReady", said)
+        if cond.get("status") == "Unknown" and cond.get("reason") == "PartialTriggerError":
+            # KEDA's message does not say which trigger, nor what it costs.
+            why = f"{said} (see the ScaledObject's events; the fleet scales down only once every trigger answers)"
+            return Condition(conditions.AUTOSCALING, False, "PartialTriggerError", why)
+    return None
+
+
 def _rv(obj: dict[str, Any] | None) -> int | None:
     """etcd's revision behind resourceVersion, to tell which of two views of an object is newer."""
     try:
         return int((obj or {}).get("metadata", {}).get("resourceVersion"))
     except (TypeError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class _ChildRef:
+    """What a pass remembers of a rendered child between passes: enough to find it in the cache
+    and to tell our own last apply from a change (the full objects of 1,000 fleets held ≈30 MB)."""
+
+    kind: kinds.Kind
+    name: str
+    stamp: str | None
 
 
 @dataclass
@@ -140,13 +181,19 @@ class Reconciler:
         # The spec and the stamped children per fleet, as long as their inputs stay the same:
         # building and hashing them is most of a pass that finds nothing to do.
         self._specs: dict[tuple[str, str], tuple[tuple[str, Any], TTSDeploymentSpec]] = {}
-        self._desired: dict[tuple[str, str], tuple[tuple[str, Any, Any], list[dict[str, Any]]]] = {}
+        self._desired: dict[tuple[str, str], tuple[tuple[str, Any, Any], list[_ChildRef]]] = {}
 
-    def reconcile(self, namespace: str, name: str, observed: cache.Observed | None = None) -> Result | None:
+    def reconcile(
+        self, namespace: str, name: str, observed: cache.Observed | None = None, others_wait: bool = False
+    ) -> Result | None:
+        """``others_wait``: other fleets are queued for their children (a burst of new or edited
+        fleets). A pass that applied children then leaves its status write (and Events) to its
+        next pass, which the caller must run: children of every fleet first, the status writes,
+        most of the requests of converging fleets, after."""
         key = (namespace, name)
         with metrics.RECONCILE_SECONDS.time():
             try:
-                result = self._pass(key, observed)
+                result = self._pass(key, observed, others_wait)
             except ApiError as err:
                 metrics.RECONCILE_ERRORS.labels(err.reason or str(err.status)).inc()
                 self._retry_later(key, str(err))
@@ -211,13 +258,13 @@ class Reconciler:
         delay = self.retries.failed(key, time.monotonic())
         log.debug("retrying %s/%s in %.0f s: %s", *key, delay, why)
 
-    def _pass(self, key: tuple[str, str], observed: cache.Observed | None) -> Result | None:
+    def _pass(self, key: tuple[str, str], observed: cache.Observed | None, others_wait: bool) -> Result | None:
         observed = observed if observed is not None else self.source.observe(*key)
         body = self._fleet_body(key, observed.fleet)
         if body is None or body["metadata"].get("deletionTimestamp"):
             self.forget(*key)
             return None  # garbage collection removes the children
-        return self._reconcile(body, observed)
+        return self._reconcile(body, observed, others_wait)
 
     def _fleet_body(self, key: tuple[str, str], cached: dict[str, Any] | None) -> dict[str, Any] | None:
         if cached is None:
@@ -229,26 +276,32 @@ class Reconciler:
             return {**cached, "status": written[1]}
         return cached
 
+    def _remembered_in_sync(self, key: tuple[str, str], ref: _ChildRef, live: dict[str, Any] | None) -> bool:
+        """In sync by what this process knows: the child is our own last apply of the same desired
+        object, or one we checked since, unchanged (no rendering, no comparison)."""
+        last = self._applied.get(key, {}).get((ref.kind.plural, ref.name))
+        if last is None or last.stamp != ref.stamp:
+            return False
+        if live is None:
+            return not last.seen  # created by our apply; the watch has not shown it yet
+        if live["metadata"].get("uid") != last.uid:
+            return False
+        last.seen = True
+        live_rv = _rv(live)
+        # Our own apply, or the watch still lags behind it.
+        return live_rv is not None and last.resource_version is not None and live_rv <= last.resource_version
+
     def _in_sync(
         self, key: tuple[str, str], kind: kinds.Kind, stamped: dict[str, Any], live: dict[str, Any] | None
     ) -> bool:
         name = stamped["metadata"]["name"]
-        memory = self._applied.setdefault(key, {})
-        last = memory.get((kind.plural, name))
-        stamp = applied.stamp_of(stamped)
-        if last is not None and last.stamp == stamp:
-            if live is None and not last.seen:
-                return True  # created by our apply; the watch has not shown it yet
-            live_rv = _rv(live)
-            if live is not None and live["metadata"].get("uid") == last.uid:
-                last.seen = True
-                if live_rv is not None and last.resource_version is not None and live_rv <= last.resource_version:
-                    return True  # our own apply, or the watch still lags behind it
         reason = applied.drift(stamped, live)
         if reason is None:
             assert live is not None
             meta = live["metadata"]
-            memory[(kind.plural, name)] = _Applied(meta.get("uid", ""), _rv(live), stamp, True, meta.get("generation"))
+            self._applied.setdefault(key, {})[(kind.plural, name)] = _Applied(
+                meta.get("uid", ""), _rv(live), applied.stamp_of(stamped), True, meta.get("generation")
+            )
             return True
         log.info("applying %s %s/%s: %s", kind.kind, key[0], name, reason)
         return False
@@ -274,17 +327,27 @@ class Reconciler:
 
     def _children(
         self, key: tuple[str, str], owner: Owner, generation: Any, spec: TTSDeploymentSpec, starts: dict[str, str]
-    ) -> list[dict[str, Any]]:
-        """Every desired child, stamped (applied.stamp). Callers must not change them."""
+    ) -> tuple[list[_ChildRef], Callable[[], dict[tuple[kinds.Kind, str], dict[str, Any]]]]:
+        """Every desired child by reference, and how to render them all, stamped (applied.stamp),
+        once per pass and only when a pass needs more than the references."""
         inputs = (owner.uid, generation, sorted(starts.items()))
+        rendered: dict[tuple[kinds.Kind, str], dict[str, Any]] = {}
+
+        def render() -> dict[tuple[kinds.Kind, str], dict[str, Any]]:
+            if not rendered:
+                for child in desired.build_all(owner, spec, starts):
+                    stamped = applied.stamp(child)
+                    rendered[(kinds.kind_of(stamped), stamped["metadata"]["name"])] = stamped
+            return rendered
+
         known = self._desired.get(key)
         if generation is not None and known is not None and known[0] == inputs:
-            return known[1]
-        children = [applied.stamp(child) for child in desired.build_all(owner, spec, starts)]
-        self._desired[key] = (inputs, children)
-        return children
+            return known[1], render
+        refs = [_ChildRef(kind, name, applied.stamp_of(child)) for (kind, name), child in render().items()]
+        self._desired[key] = (inputs, refs)
+        return refs, render
 
-    def _reconcile(self, body: dict[str, Any], observed: cache.Observed) -> Result:
+    def _reconcile(self, body: dict[str, Any], observed: cache.Observed, others_wait: bool = False) -> Result:
         owner = Owner.of(body)
         key = (owner.namespace, owner.name)
         previous: dict[str, Any] = body.get("status") or {}
@@ -304,7 +367,9 @@ class Reconciler:
             if spec.autoscaling.enabled
             else {}
         )
-        children = self._children(key, owner, generation, spec, {name: start for name, (start, _) in starts.items()})
+        children, render = self._children(
+            key, owner, generation, spec, {name: start for name, (start, _) in starts.items()}
+        )
         extra: list[Condition] = []
         served = {kind: self.kube.served(kind) for kind in kinds.OPTIONAL_KINDS}
         for kind, is_served in sorted(served.items(), key=lambda item: item[0].kind):
@@ -314,13 +379,22 @@ class Reconciler:
                 extra.append(condition)
 
         live = {(kinds.kind_of(c), c["metadata"]["name"]): c for c in observed.children}
+        if spec.autoscaling.enabled and served.get(kinds.SCALEDOBJECT, False):
+            keda = _keda_not_ready(live.get((kinds.SCALEDOBJECT, owner.name)))
+            if keda is not None:
+                extra = [c for c in extra if c.type != conditions.AUTOSCALING] + [keda]
         sts_name = naming.statefulset_name(owner)
         sts = live.get((kinds.STATEFULSET, sts_name))
-        for child in children:
-            kind = kinds.kind_of(child)
+        for ref in children:
+            kind = ref.kind
             if not served.get(kind, True):
                 continue
-            if self._in_sync(key, kind, child, live.get((kind, child["metadata"]["name"]))):
+            current = live.get((kind, ref.name))
+            if self._remembered_in_sync(key, ref, current):
+                result.unchanged += 1
+                continue
+            child = render()[(kind, ref.name)]
+            if self._in_sync(key, kind, child, current):
                 result.unchanged += 1
                 continue
             try:
@@ -354,19 +428,22 @@ class Reconciler:
             if problem.reason == "ApplyFailed":
                 metrics.RECONCILE_ERRORS.labels(problem.reason).inc()
         if status.differs(previous, new_status):
-            self._write_status(body, new_status, transitions)
-            result.status_written = True
-            result.transitions = transitions
+            if others_wait and result.applied:
+                result.status_deferred = True
+            else:
+                self._write_status(body, new_status, transitions)
+                result.status_written = True
+                result.transitions = transitions
         return result
 
     def _prune(
         self,
         owner: Owner,
-        children: list[dict[str, Any]],
+        children: list[_ChildRef],
         served: dict[kinds.Kind, bool],
         live: list[dict[str, Any]],
     ) -> int:
-        keep = {(kinds.kind_of(c), c["metadata"]["name"]) for c in children}
+        keep = {(ref.kind, ref.name) for ref in children}
         key = (owner.namespace, owner.name)
         deleting = self._deleting.setdefault(key, set())
         # Deletions the watch has shown done need no memory any more.

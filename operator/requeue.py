@@ -99,5 +99,9 @@ class WorkQueue(Generic[K]):
         if key in self._dirty:
             self.add(key, self._dirty.pop(key))
 
+    def urgent_waiting(self) -> bool:
+        """Whether keys wait in the urgent lane (new or edited fleets, repairs)."""
+        return bool(self._urgent)
+
     def idle(self) -> bool:
         return not self._queued and not self._active

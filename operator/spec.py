@@ -402,6 +402,86 @@ class ScheduleSpec:
     )
 
 
+# host:port as KEDA's redis scalers dial it: a DNS name, an IPv4 address or a bracketed IPv6
+# address, and a port in 1..65535. No scheme and no credentials (those go in passwordSecretRef).
+_PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_HOST = f"({DNS_SUBDOMAIN[1:-1]}|\\[[0-9a-fA-F:.]+\\])"
+REDIS_ADDRESS = f"^{_HOST}:{_PORT}$"
+# A Redis key as this CRD accepts it: printable, no whitespace (KEDA passes it through unchanged).
+REDIS_KEY = r"^\S+$"
+
+
+@dataclass(frozen=True)
+class SecretKeySelector:
+    """One key of a Secret in the fleet's namespace. Only KEDA reads it (through the
+    TriggerAuthentication the operator creates): the operator holds no right on Secrets."""
+
+    name: str = prop("Name of the Secret.", pattern=DNS_SUBDOMAIN, max_length=253)
+    key: str = prop("Key in the Secret.", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+
+
+@dataclass(frozen=True)
+class RedisStreamSpec:
+    """A Redis Stream of jobs read by a consumer group: KEDA scales on the group's pending entries
+    (XPENDING). The stream's own length is no signal: it does not shrink when jobs are consumed."""
+
+    name: str = prop("Stream key.", pattern=REDIS_KEY, max_length=1024)
+    consumer_group: str = prop("Consumer group the fleet's job readers belong to.", pattern=REDIS_KEY, max_length=256)
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    """A KEDA redis trigger: a Redis list (or a Stream with a consumer group) of pending jobs in
+    front of the fleet. It exists while no pod runs, so it can wake a fleet from zero."""
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("has(self.listName) != has(self.stream)", "set exactly one of listName or stream"),
+    )
+
+    address: str = prop(
+        "Redis server as host:port, e.g. redis.jobs.svc.cluster.local:6379 (KEDA's operator connects to it).",
+        max_length=260,
+        rules=(
+            Rule(
+                f"self.matches(r'{REDIS_ADDRESS}')",
+                "must be host:port (a DNS name, IPv4 or [IPv6] address, and a port 1-65535), "
+                "without scheme or credentials",
+            ),
+        ),
+    )
+    list_name: str | None = opt(
+        "Key of a Redis list of pending jobs (LLEN is the queue length).", pattern=REDIS_KEY, max_length=1024
+    )
+    stream: RedisStreamSpec | None = opt("A Redis Stream and consumer group of pending jobs.")
+    target_length: int = prop(
+        "Pending jobs per replica KEDA aims for: the list's length, or the stream group's pending "
+        "entries, divided by this is the replica count.",
+        5,
+        minimum=1,
+        maximum=1_000_000,
+    )
+    activation_length: int = prop(
+        "The trigger is active (wakes a fleet at zero replicas) when more jobs than this are pending.",
+        0,
+        minimum=0,
+        maximum=1_000_000,
+    )
+    database_index: int = prop("Redis logical database.", 0, minimum=0, maximum=65535)
+    enable_tls: bool = prop(
+        "Connect over TLS (the server certificate is checked against the KEDA operator's trusted roots).",
+        False,
+        name="enableTLS",
+    )
+    username: str | None = opt(
+        "Redis ACL user (Redis 6+); the default user when unset.", pattern=REDIS_KEY, max_length=256
+    )
+    password_secret_ref: SecretKeySelector | None = opt(
+        "The Redis password, as a key of a Secret in the fleet's namespace. The operator passes only the "
+        "reference to KEDA (a TriggerAuthentication it creates): the password never appears in the "
+        "ScaledObject, the fleet's status or its events."
+    )
+
+
 @dataclass(frozen=True)
 class AutoscalingSpec:
     """KEDA autoscaling on per-pod queue length plus cron pre-scaling. The ScaledObject targets this
@@ -420,10 +500,11 @@ class AutoscalingSpec:
             field_path=".schedules",
         ),
         # A fleet with no pod exports no queue metric, so the queue trigger can never wake it:
-        # only a schedule (a cron trigger, active whatever the load) brings it back from zero.
+        # only a schedule (a cron trigger, active whatever the load) or a Redis queue of jobs
+        # (which exists while no pod runs) brings it back from zero.
         Rule(
-            "self.minReplicas > 0 || size(self.schedules) > 0",
-            "minReplicas 0 needs a schedule to wake the fleet "
+            "self.minReplicas > 0 || size(self.schedules) > 0 || has(self.redis)",
+            "minReplicas 0 needs a schedule or a redis queue to wake the fleet "
             "(with no pod running there is no queue metric to scale up on)",
             field_path=".minReplicas",
         ),
@@ -431,7 +512,10 @@ class AutoscalingSpec:
 
     enabled: bool = prop("Create a KEDA ScaledObject for the fleet.", False)
     min_replicas: int = prop(
-        "Lowest replica count; 0 (scale to zero) only with a schedule that wakes the fleet.", 1, minimum=0, maximum=1000
+        "Lowest replica count; 0 (scale to zero) only with a schedule or a redis queue that wakes the fleet.",
+        1,
+        minimum=0,
+        maximum=1000,
     )
     max_replicas: int = prop("Highest replica count.", 4, minimum=1, maximum=1000)
     target_queue_length: int = prop(
@@ -464,6 +548,11 @@ class AutoscalingSpec:
         factory=tuple,
         max_items=16,
         list_map_keys=("name",),
+    )
+    redis: RedisSpec | None = opt(
+        "Also scale on a Redis list or Stream of pending jobs in front of the fleet (KEDA's redis or "
+        "redis-streams trigger). Without a ServiceMonitor the per-pod queue trigger is then left out: "
+        "nothing would scrape its metric, and a failing trigger holds off every scale-down."
     )
 
 

@@ -15,6 +15,7 @@ from ttsfleet.operator.desired import (
     service,
     servicemonitor,
     statefulset,
+    triggerauthentication,
 )
 from ttsfleet.operator.naming import Owner
 from ttsfleet.operator.spec import TTSDeploymentSpec
@@ -33,6 +34,8 @@ def build_all(
         service.build_client(owner, spec),
         statefulset.build(owner, spec, config_hash=configmap.content_hash(config)),
         pdb.build(owner, spec),
+        # Before the ScaledObject that names it: KEDA resolves it when it builds the scaler.
+        triggerauthentication.build(owner, spec),
         scaledobject.build(owner, spec, schedule_starts or {}),
         servicemonitor.build(owner, spec),
     ]

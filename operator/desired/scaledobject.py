@@ -20,8 +20,9 @@ from typing import Any
 from ttsfleet import contract
 from ttsfleet.operator import naming
 from ttsfleet.operator import spec as model
+from ttsfleet.operator.desired import triggerauthentication
 from ttsfleet.operator.naming import Owner
-from ttsfleet.operator.spec import TTSDeploymentSpec
+from ttsfleet.operator.spec import RedisSpec, TTSDeploymentSpec
 
 
 def queue_query(owner: Owner) -> str:
@@ -33,26 +34,71 @@ def queue_query(owner: Owner) -> str:
     erroring metric stops the HPA from ever scaling down (a closing cron window included). A
     fleet that nothing scrapes is reported by the operator instead (condition Autoscaling=False,
     QueueMetricNotScraped), where a user sees it.
+
+    ``service`` is the label the Prometheus Operator gives a target: the name of the Service its
+    ServiceMonitor selected, i.e. the headless one (the only one with the metrics port), not the
+    client Service; selecting the client Service's name matched no series at all.
     """
-    selector = f'namespace="{owner.namespace}",service="{naming.client_service_name(owner)}"'
+    selector = f'namespace="{owner.namespace}",service="{naming.headless_service_name(owner)}"'
     return f"sum({contract.METRIC_QUEUE_LENGTH}{{{selector}}})"
+
+
+def redis_trigger(owner: Owner, redis: RedisSpec) -> dict[str, Any]:
+    """KEDA's ``redis`` (list) or ``redis-streams`` (consumer group) trigger. AverageValue: the
+    pending jobs divided by targetLength is the replica count. The password is only named, through
+    the TriggerAuthentication (never a metadata value, which anyone reading the ScaledObject sees)."""
+    metadata: dict[str, str] = {"address": redis.address, "databaseIndex": str(redis.database_index)}
+    if redis.stream is not None:
+        kind = "redis-streams"
+        metadata |= {
+            "stream": redis.stream.name,
+            "consumerGroup": redis.stream.consumer_group,
+            "pendingEntriesCount": str(redis.target_length),
+            # The streams scaler's activation threshold, whatever it counts (here: pending entries).
+            "activationLagCount": str(redis.activation_length),
+        }
+    else:
+        assert redis.list_name is not None  # the CRD requires exactly one of listName and stream
+        kind = "redis"
+        metadata |= {
+            "listName": redis.list_name,
+            "listLength": str(redis.target_length),
+            "activationListLength": str(redis.activation_length),
+        }
+    if redis.enable_tls:
+        metadata["enableTLS"] = "true"
+    if redis.username is not None:
+        metadata["username"] = redis.username
+    trigger: dict[str, Any] = {"type": kind, "name": "redis-queue", "metricType": "AverageValue", "metadata": metadata}
+    if redis.password_secret_ref is not None:
+        trigger["authenticationRef"] = {"name": triggerauthentication.name(owner), "kind": "TriggerAuthentication"}
+    return trigger
+
+
+def _queue_trigger(owner: Owner, spec: TTSDeploymentSpec) -> dict[str, Any]:
+    scaling = spec.autoscaling
+    return {
+        "type": "prometheus",
+        "name": "queue-length",
+        "metricType": "AverageValue",
+        "metadata": {
+            "serverAddress": scaling.prometheus_address,
+            "query": queue_query(owner),
+            "threshold": str(scaling.target_queue_length),
+            "ignoreNullValues": "true",
+        },
+    }
 
 
 def _triggers(owner: Owner, spec: TTSDeploymentSpec, starts: dict[str, str]) -> list[dict[str, Any]]:
     scaling = spec.autoscaling
-    triggers: list[dict[str, Any]] = [
-        {
-            "type": "prometheus",
-            "name": "queue-length",
-            "metricType": "AverageValue",
-            "metadata": {
-                "serverAddress": scaling.prometheus_address,
-                "query": queue_query(owner),
-                "threshold": str(scaling.target_queue_length),
-                "ignoreNullValues": "true",
-            },
-        }
-    ]
+    triggers: list[dict[str, Any]] = []
+    # With a Redis queue and nothing scraping the fleet, the per-pod queue trigger could only fail
+    # (or read nothing): KEDA's HPA never scales down while any of its metrics errors.
+    if scaling.redis is None or spec.monitoring.service_monitor:
+        triggers.append(_queue_trigger(owner, spec))
+    if scaling.redis is not None:
+        triggers.append(redis_trigger(owner, scaling.redis))
     for schedule in scaling.schedules:
         start = schedule.start or starts.get(schedule.name)
         if start is None:

@@ -38,6 +38,10 @@ only to the kinds the operator owns (a fleet's children, its status, its peering
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# A redis trigger's password reference (the Secret itself is read by KEDA, not by the operator).
+- apiGroups: ["keda.sh"]
+  resources: ["triggerauthentications"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["list", "watch", "create", "patch", "delete"]

@@ -113,7 +113,11 @@ def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
 def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_with_fresh_discovery() -> None:
     controller = FakeController([("team-a", "x"), ("team-b", "y")])
     memo = {"controller": controller}
-    assert {"scaledobjects.keda.sh", "servicemonitors.monitoring.coreos.com"} == handlers.OPTIONAL_CRDS
+    assert {
+        "scaledobjects.keda.sh",
+        "triggerauthentications.keda.sh",
+        "servicemonitors.monitoring.coreos.com",
+    } == handlers.OPTIONAL_CRDS
 
     async def events() -> None:
         name = "servicemonitors.monitoring.coreos.com"
@@ -142,7 +146,7 @@ class CountingReconciler(Reconciler):
         super().__init__(kube)  # type: ignore[arg-type]
         self.passes: list[tuple[str, str]] = []
 
-    def reconcile(self, namespace: str, name: str, observed: Observed | None = None) -> None:
+    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> None:
         self.passes.append((namespace, name))
 
 
@@ -254,3 +258,38 @@ def test_the_queue_hands_out_urgent_keys_first_and_never_one_key_twice_at_once()
         assert await queue.get() == "new-fleet"
 
     asyncio.run(drain())
+
+
+class DeferringReconciler(Reconciler):
+    """Defers the status of its first pass of each fleet, as a real pass does while others wait."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube)  # type: ignore[arg-type]
+        self.passes: list[tuple[tuple[str, str], bool]] = []
+
+    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> Any:
+        from ttsfleet.operator.reconcile import Result
+
+        first = all(key != (namespace, name) for key, _ in self.passes)
+        self.passes.append(((namespace, name), others_wait))
+        return Result(applied=1, status_deferred=True) if first else Result(status_written=True)
+
+
+def test_a_pass_that_left_its_status_for_later_comes_back_after_the_waiting_fleets() -> None:
+    kube = FakeKube()
+    reconciler = DeferringReconciler(kube)
+    controller = Controller(reconciler, FakeCache([]), Options(clusterwide=True, max_workers=1))  # type: ignore[arg-type]
+
+    async def burst() -> None:
+        for name in ("a", "b", "c"):
+            controller.enqueue(("ns", name))
+        controller.start()
+        while not controller.queue.idle():
+            await asyncio.sleep(0.01)
+        await controller.stop()
+
+    asyncio.run(burst())
+    order = [key[1] for key, _ in reconciler.passes]
+    # Every fleet gets its children before any fleet comes back for its status.
+    assert order[:3] == ["a", "b", "c"] and sorted(order[3:]) == ["a", "b", "c"]
+    assert [wait for _, wait in reconciler.passes[:3]] == [True, True, False]

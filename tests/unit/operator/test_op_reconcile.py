@@ -359,3 +359,49 @@ def test_drift_ignores_what_the_api_server_adds_or_normalises_but_not_edits() ->
     unstamped = copy.deepcopy(want)
     del unstamped["metadata"]["annotations"][applied.ANNOTATION]
     assert applied.drift(want, unstamped) == "desired state changed"
+
+
+def test_while_other_fleets_wait_for_children_a_converging_pass_leaves_its_status_for_later() -> None:
+    """A burst of new fleets: children first for all of them, status writes after (issue 11)."""
+    kube, reconciler = setup(minimal_spec(replicas=2))
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name, others_wait=True)
+    assert result is not None and result.applied > 0
+    assert result.status_deferred and not result.status_written
+    assert "status" not in fleet(kube) and kube.events == []
+    # The next pass has nothing to apply: it writes the status (and its Event) even if others wait.
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name, others_wait=True)
+    assert result is not None and result.applied == 0 and result.status_written and not result.status_deferred
+    assert condition(kube, "Ready")["status"] == "False"
+    assert [e["reason"] for e in kube.events] == ["ReplicasNotReady"]
+
+
+def test_with_nobody_waiting_the_first_pass_writes_its_status_at_once() -> None:
+    kube, reconciler = setup(minimal_spec(replicas=2))
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name, others_wait=False)
+    assert result is not None and result.applied > 0 and result.status_written and not result.status_deferred
+    assert condition(kube, "Ready")["status"] == "False"
+
+
+def test_a_pass_over_children_it_applied_itself_renders_nothing(monkeypatch: Any) -> None:
+    """Between passes only references and hashes of the children are kept (1,000 fleets' rendered
+    children held ≈30 MB); rendering again happens only when a child may need an apply."""
+    from ttsfleet.operator import desired
+
+    kube, reconciler = setup(minimal_spec(replicas=2))
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    renders = 0
+    build_all = desired.build_all
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal renders
+        renders += 1
+        return build_all(*args, **kwargs)
+
+    monkeypatch.setattr(desired, "build_all", counting)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert renders == 0
+    kube.edit(
+        kinds.SERVICE, OWNER.namespace, naming.client_service_name(OWNER), lambda s: s["spec"].update(type="NodePort")
+    )
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert renders == 1 and result is not None and result.applied == 1
