@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# make demo ADDONS=1 also starts KEDA and Prometheus next to the cluster; ADDONS=prometheus,keda,argocd picks.
 demo: system-packages $(STAMP) images
-	$(VENV)/bin/python -m ttsfleet.demo
+	$(VENV)/bin/python -m ttsfleet.demo $(if $(ADDONS),--with-addons$(if $(filter-out 1,$(ADDONS)),=$(ADDONS)))
 
 test: system-packages $(STAMP) lint binaries images
 	$(VENV)/bin/pytest

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ttsfleet import logs
-from ttsfleet.devcluster import binaries, hostnet, images
+from ttsfleet.devcluster import addons_build, binaries, hostnet, images
 from ttsfleet.devcluster.cluster import LocalCluster, default_workdir
 from ttsfleet.devcluster.kind import KindCluster
 
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = default_workdir(args.name)
     if args.command == "build":
         for name, path in binaries.ensure_binaries().items():
+            print(f"{name}\t{path}")
+        # The optional add-ons too (KEDA, Argo CD): `make test` runs their e2e modules.
+        for name, path in addons_build.addon_binaries().items():
             print(f"{name}\t{path}")
         return 0
     if args.command == "images":

@@ -5,7 +5,13 @@ There is no argocd-server: tests drive Argo CD through its CRDs (Applications, t
 ``default`` that only argocd-server would create) and read the answer from Application status.
 ``ARGOCD_FAKE_IN_CLUSTER`` maps ``https://kubernetes.default.svc`` to the kubeconfig. Redis
 listens on loopback with a password from a 0600 config file, handed to Argo CD through the
-environment (never an argument). Git repositories are served by file path (``file://``).
+environment (never an argument). Git repositories are served by file path (``file://``, what
+Argo CD's own e2e suite uses): ``GitRepository`` makes one.
+
+Listening sockets: the repo server (plaintext gRPC, no authentication, as in a cluster where only
+the controller reaches it) and its metrics on 127.0.0.1; redis on 127.0.0.1 with a password. The
+controller's metrics/healthz port is bound to all interfaces by Argo CD itself (no flag for it);
+it serves read-only metrics, and its pprof endpoints stay off (their switch file does not exist).
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import stat
+import subprocess
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +35,11 @@ if TYPE_CHECKING:
 
 NAMESPACE = "argocd"
 PART_OF = {"app.kubernetes.io/part-of": "argocd"}
+# How often the controller re-reads git and re-compares every Application (upstream default
+# 120 s plus up to 60 s jitter; webhooks make up for it there). Short here so a test's commit
+# lands within seconds without a webhook. Upstream's manifests pass argocd-cm's
+# timeout.reconciliation to both processes as ARGOCD_RECONCILIATION_TIMEOUT; so does this.
+RECONCILIATION = "5s"
 
 
 def module_dir() -> Path:
@@ -47,6 +62,8 @@ def redis_binary() -> Path:
 def prepare() -> Path:
     """Build (or reuse) the binary before the cluster starts: a cold build takes minutes."""
     redis_binary()
+    if not shutil.which("git"):
+        raise RuntimeError("the argocd add-on needs `git` on PATH (its repo server clones with it)")
     return addons_build.argocd_binary()
 
 
@@ -56,7 +73,7 @@ def crds() -> list[Path]:
 
 
 def tool_dir(workdir: Path) -> Path:
-    """PATH entries the repo server needs: its own names for the binary, git's signature wrapper."""
+    """PATH entries the repo server needs: git's signature wrapper, which it runs by name."""
     bin_dir = workdir / "argocd-bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     wrapper = bin_dir / "git-verify-wrapper.sh"
@@ -69,11 +86,13 @@ def write_redis_config(directory: Path, port: int) -> tuple[Path, str]:
     directory.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(24)
     config = directory / "redis.conf"
+    # Created 0600 before the password is written into it.
+    config.touch(mode=0o600)
+    config.chmod(0o600)
     config.write_text(
         f"port {port}\nbind 127.0.0.1\nprotected-mode yes\nrequirepass {password}\n"
         f'save ""\nappendonly no\ndir {directory}\n'
     )
-    config.chmod(0o600)
     return config, password
 
 
@@ -84,8 +103,7 @@ def base_objects() -> list[dict[str, Any]]:
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "argocd-cm", "namespace": NAMESPACE, "labels": PART_OF},
-            # Poll git often: a test commits and expects the change within seconds.
-            "data": {"timeout.reconciliation": "10s"},
+            "data": {"timeout.reconciliation": RECONCILIATION},
         },
         {
             "apiVersion": "v1",
@@ -106,68 +124,144 @@ def base_objects() -> list[dict[str, Any]]:
     ]
 
 
+def process_env(base: dict[str, str], state_dir: Path, password: str, path: str) -> dict[str, str]:
+    """What both processes share. Everything Argo CD would put under / in its image (temp clones,
+    the askpass socket, TLS/SSH known hosts, GnuPG) goes under this cluster's own directory, so two
+    clusters on one machine never share a path."""
+    for sub in ("tmp", "home", "tls", "ssh"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        **base,
+        "PATH": path,
+        "HOME": str(state_dir / "home"),
+        "TMPDIR": str(state_dir / "tmp"),
+        "REDIS_PASSWORD": password,
+        "ARGOCD_FAKE_IN_CLUSTER": "true",
+        "ARGOCD_ASK_PASS_SOCK": str(state_dir / "askpass.sock"),
+        "ARGOCD_TLS_DATA_PATH": str(state_dir / "tls"),
+        "ARGOCD_SSH_DATA_PATH": str(state_dir / "ssh"),
+        # No signature verification configured: no GnuPG keyring to initialise.
+        "ARGOCD_GPG_ENABLED": "false",
+        # pprof answers only while this file says "true"; it is never created.
+        "ARGOCD_ENABLE_PROFILER_FILE_PATH": str(state_dir / "profiler.enabled"),
+        "ARGOCD_RECONCILIATION_TIMEOUT": RECONCILIATION,
+        "ARGOCD_RECONCILIATION_JITTER": "0",
+    }
+
+
+def repo_server_argv(binary: Path, port: int, metrics_port: int, redis: str) -> list[str]:
+    return [
+        str(binary),
+        "--address=127.0.0.1",
+        f"--port={port}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics_port}",
+        f"--redis={redis}",
+        "--disable-tls",
+        # Its default points at the in-cluster mTLS Secret mount, which --disable-tls refuses.
+        "--client-ca-path=",
+        "--loglevel=info",
+        "--logformat=text",
+    ]
+
+
+def controller_argv(binary: Path, repo_port: int, metrics_port: int, redis: str) -> list[str]:
+    return [
+        str(binary),
+        f"--repo-server=127.0.0.1:{repo_port}",
+        "--repo-server-plaintext",
+        f"--redis={redis}",
+        f"--metrics-port={metrics_port}",
+        f"--namespace={NAMESPACE}",
+        # Per-resource health in Application status: what tests (and `kubectl get app`) read.
+        "--persist-resource-health",
+        "--loglevel=info",
+        "--logformat=text",
+    ]
+
+
+def _listening(port: int) -> bool:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def start(cluster: LocalCluster, state: dict[str, Any], handle: ClusterHandle) -> dict[str, Any]:
     from ttsfleet.devcluster.cluster import _Process, free_port
 
     argocd = addons_build.argocd_binary()
     redis_port, repo_port, repo_metrics, controller_metrics = (free_port() for _ in range(4))
-    redis_config, password = write_redis_config(cluster.workdir / "redis", redis_port)
+    state_dir = cluster.workdir / "argocd"
+    redis_config, password = write_redis_config(state_dir / "redis", redis_port)
     cluster._start(state, _Process("redis-server", [str(redis_binary()), str(redis_config)]))
     for crd in crds():
         handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
-    handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    handle.wait_crds_established()
     handle.apply_objects(base_objects())
     helm_dir = binaries.build_bundle(next(b for b in binaries.BUNDLES if b.name == "helm"))
-    path = os.pathsep.join([str(tool_dir(cluster.workdir)), str(helm_dir), os.environ.get("PATH", "")])
-    env = {
-        **handle.env,
-        "PATH": path,
-        "REDIS_PASSWORD": password,
-        "ARGOCD_FAKE_IN_CLUSTER": "true",
-        "HOME": str(cluster.workdir / "argocd-home"),
-    }
-    (cluster.workdir / "argocd-home").mkdir(exist_ok=True)
+    path = os.pathsep.join([str(tool_dir(state_dir)), str(helm_dir), os.environ.get("PATH", "")])
+    env = process_env(handle.env, state_dir, password, path)
     redis = f"127.0.0.1:{redis_port}"
+    wait_for(lambda: _listening(redis_port), what="redis-server to listen", timeout=30)
     cluster._start(
         state,
-        _Process(
-            "argocd-repo-server",
-            [
-                str(argocd),
-                "--address=127.0.0.1",
-                f"--port={repo_port}",
-                "--metrics-address=127.0.0.1",
-                f"--metrics-port={repo_metrics}",
-                f"--redis={redis}",
-                "--disable-tls",
-                "--loglevel=info",
-                "--logformat=text",
-            ],
-        ),
+        _Process("argocd-repo-server", repo_server_argv(argocd, repo_port, repo_metrics, redis)),
         {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"},
     )
+    wait_for(lambda: _listening(repo_port), what="the Argo CD repo server to listen", timeout=60)
     cluster._start(
         state,
-        _Process(
-            "argocd-application-controller",
-            [
-                str(argocd),
-                f"--repo-server=127.0.0.1:{repo_port}",
-                "--repo-server-plaintext",
-                f"--redis={redis}",
-                f"--metrics-port={controller_metrics}",
-                f"--namespace={NAMESPACE}",
-                "--persist-resource-health",
-                "--self-heal-timeout-seconds=1",
-                "--loglevel=info",
-                "--logformat=text",
-            ],
-        ),
+        _Process("argocd-application-controller", controller_argv(argocd, repo_port, controller_metrics, redis)),
         {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"},
     )
     wait_for(
-        lambda: "Starting" in (handle.logs_dir / "argocd-application-controller.log").read_text(errors="replace"),
-        what="the Argo CD application controller to start",
+        lambda: _listening(controller_metrics),
+        what="the Argo CD application controller to serve its metrics",
         timeout=60,
     )
-    return {"version": versions.ARGOCD, "repo_server": f"127.0.0.1:{repo_port}", "namespace": NAMESPACE}
+    return {
+        "version": versions.ARGOCD,
+        "repo_server": f"127.0.0.1:{repo_port}",
+        "controller_metrics": f"127.0.0.1:{controller_metrics}",
+        "namespace": NAMESPACE,
+    }
+
+
+@dataclass(frozen=True)
+class GitRepository:
+    """A git repository on a local path, which Argo CD reads through ``file://``."""
+
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.path}"
+
+    @classmethod
+    def create(cls, path: Path, branch: str = "main") -> GitRepository:
+        path.mkdir(parents=True, exist_ok=True)
+        repo = cls(path)
+        repo.git("init", "--quiet", f"--initial-branch={branch}")
+        return repo
+
+    def git(self, *args: str) -> str:
+        # A fixed identity and no user/system config: commits do not depend on the machine.
+        env = {
+            **os.environ,
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_AUTHOR_NAME": "ttsfleet-e2e",
+            "GIT_AUTHOR_EMAIL": "e2e@ttsfleet.invalid",
+            "GIT_COMMITTER_NAME": "ttsfleet-e2e",
+            "GIT_COMMITTER_EMAIL": "e2e@ttsfleet.invalid",
+        }
+        result = subprocess.run(["git", *args], cwd=self.path, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def commit(self, message: str) -> str:
+        """Commit everything in the work tree; returns the new commit's sha."""
+        self.git("add", "--all")
+        self.git("commit", "--quiet", "--allow-empty", "-m", message)
+        return self.git("rev-parse", "HEAD")

@@ -143,6 +143,17 @@ def argocd_binary() -> Path:
     return binaries.build_bundle(ARGOCD_BUNDLE) / "cmd"
 
 
+def addon_binaries(names: tuple[str, ...] = ("keda", "argocd")) -> dict[str, Path]:
+    """Build (or reuse) the add-ons' bundles: ``ttsfleet-cluster build`` (``make binaries``) calls
+    this so the add-on e2e modules never start a cold build, unseen, inside pytest."""
+    paths: dict[str, Path] = {}
+    if "keda" in names:
+        paths.update(keda_binaries())
+    if "argocd" in names:
+        paths["argocd"] = argocd_binary()
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     """``[generate] [keda|argocd ...]`` regenerates wrappers; ``build [keda|argocd ...]`` builds
     (or reuses) the cached bundles, e.g. from ``make binaries`` ahead of the add-on e2e tests."""

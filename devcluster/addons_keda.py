@@ -4,6 +4,9 @@ The adapter serves ``v1beta1.external.metrics.k8s.io`` to the HPA through the ag
 Endpoints on 127.0.0.0/8 are refused by validation, so the APIService points at an
 ``ExternalName`` Service (``localhost``); the API server's resolver dials that name at the
 APIService's port and checks the adapter's certificate against our CA and the Service's DNS name.
+The same path serves clusters with a real node (tests/e2e/realpods/test_queue_scaling.py): the
+API server then listens on the node's address, but it is still this machine's process dialling
+``localhost``, so the adapter stays on loopback and no pod can reach it.
 Operator and adapter talk gRPC over mutual TLS with one CA and one leaf (what KEDA's own cert
 rotation would create in-cluster). Both use the admin kubeconfig: the add-on is a test stand-in
 for KEDA's Helm chart, not a deployment recipe.

@@ -92,6 +92,23 @@ class ClusterHandle:
             raise RuntimeError(f"kubectl {' '.join(args)} failed (exit {result.returncode}): {result.stderr.strip()}")
         return result
 
+    def wait_crds_established(self, *selection: str, timeout: float = 60) -> None:
+        """Every CRD (or those ``selection`` names, e.g. ``-f file``) Established. ``kubectl wait``
+        gives up at once on a CRD so new that the API server has not written its status yet
+        (".status.conditions accessor error"; it failed a whole module that way): wait again."""
+        what = list(selection) or ["crd", "--all"]
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            result = self.kubectl(
+                "wait", "--for=condition=Established", f"--timeout={left}s", *what, check=False, timeout=left + 30
+            )
+            if result.returncode == 0:
+                return
+            if "accessor error" not in result.stderr or time.monotonic() > deadline:
+                raise RuntimeError(f"CRDs not Established ({' '.join(what)}): {result.stderr.strip()}")
+            time.sleep(0.5)
+
     def create_namespace(self, name: str, timeout: float = 60) -> None:
         """Create ``name`` (if missing) and wait for its default ServiceAccount: pods are refused
         until it exists, and a controller that got refused backs off exponentially (the
@@ -645,7 +662,7 @@ class LocalCluster:
             ),
         )
         if self.third_party_crds:
-            handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            handle.wait_crds_established()
         wait_for(
             lambda: handle.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0,
             what="the default ServiceAccount (controller-manager's serviceaccount controller)",

@@ -70,7 +70,7 @@ class KindCluster:
         handle.apply_objects(objects)
         for crd in upstream.third_party_crds():
             handle.kubectl("apply", "--server-side", "-f", str(crd))
-        handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        handle.wait_crds_established()
         return handle
 
     def down(self) -> None:

@@ -8,10 +8,12 @@
 #   mmdebstrap                    the Debian base rootfs of the worker and operator images
 #   gcc libc6-dev                 the static pause binary (the CRI sandbox image)
 #   prometheus redis-server       optional add-ons (addons=("prometheus", "argocd")): the scraper
-#                                 KEDA's prometheus trigger reads; Argo CD's cache
+#                                 KEDA's prometheus trigger reads; Argo CD's cache and the job
+#                                 queue of the redis trigger's e2e (devcluster/addons_redis.py)
+#   git                           Argo CD's repo server clones the e2e's local git repository
 set -eu
 
-PACKAGES="runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mmdebstrap gcc libc6-dev prometheus redis-server"
+PACKAGES="runc containernetworking-plugins iptables conntrack ethtool socat iproute2 mmdebstrap gcc libc6-dev prometheus redis-server git"
 
 missing=""
 for package in $PACKAGES; do

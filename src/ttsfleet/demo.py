@@ -12,6 +12,10 @@ runs on the real node (image, model source and the node's toleration/selector ch
 ``--use-current-context``), the operator runs here under the chart's ServiceAccount identity,
 the fleet's pods run on simulated (kwok) nodes, and a worker started here on a real Triton
 server, with the serving configuration the operator rendered for that fleet, speaks instead.
+
+``--with-addons`` (``make demo ADDONS=1``) also starts the cluster's optional add-ons, KEDA's
+operator and metrics adapter and Prometheus (``--with-addons=prometheus,keda,argocd`` picks them),
+built once from source and cached like the other binaries; the plain demo starts none.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ SYSTEM_NAMESPACE = "ttsfleet-system"
 DEMO_NAMESPACE = "demo"
 RELEASE = "ttsfleet"
 SENTENCE = "Hello from ttsfleet. This sentence was streamed from a Triton server."
+# What --with-addons starts when it names none: the add-ons KEDA's autoscaling paths need.
+DEFAULT_ADD_ONS = ("prometheus", "keda")
 
 
 class StepFailed(RuntimeError):
@@ -119,21 +125,60 @@ def _condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
-def run(use_current_context: bool, keep: bool, out: Path, cluster_name: str = "demo") -> Path:
+def parse_add_ons(value: str) -> tuple[str, ...]:
+    """``--with-addons`` value: comma-separated add-on names, checked against the known ones."""
+    from ttsfleet.devcluster.addons_cluster import ADD_ONS
+
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in ADD_ONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown add-ons {unknown}; known: {', '.join(ADD_ONS)}")
+    return names
+
+
+def _local_cluster(cluster_name: str, add_ons: tuple[str, ...]) -> LocalCluster:
+    if not add_ons:
+        return LocalCluster(default_workdir(cluster_name))
+    from ttsfleet.devcluster.addons_cluster import ClusterWithAddons
+
+    return ClusterWithAddons(default_workdir(cluster_name), add_ons=add_ons)
+
+
+def _show_add_ons(local: LocalCluster, cluster: ClusterHandle) -> None:
+    """One line per add-on: where a person reaches it, or how to see it working."""
+    from ttsfleet.devcluster import addons_keda
+    from ttsfleet.devcluster.addons_cluster import ClusterWithAddons
+
+    if not isinstance(local, ClusterWithAddons):
+        return
+    info = local.addon_info()
+    for name in local.add_ons:
+        details = ", ".join(f"{key}={value}" for key, value in sorted(info.get(name, {}).items()))
+        print(f"add-on {name}: {details or 'running'}", flush=True)
+    if "keda" in local.add_ons:
+        # The HPA's view of KEDA: the external metrics API its adapter serves.
+        print(cluster.kubectl("get", "apiservice", addons_keda.APISERVICE).stdout, flush=True)
+
+
+def run(
+    use_current_context: bool, keep: bool, out: Path, cluster_name: str = "demo", add_ons: tuple[str, ...] = ()
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(total=6, out=out)
     fleet = _fleet_name(EXAMPLE)
+    title = f"Kubernetes cluster with add-ons {', '.join(add_ons)}" if add_ons else "Kubernetes cluster"
     with ExitStack() as cleanup:
-        with steps.step("Kubernetes cluster", str(default_workdir(cluster_name) / "logs")):
+        with steps.step(title, str(default_workdir(cluster_name) / "logs")):
             if use_current_context:
                 paths = binaries.ensure_binaries(("kubernetes", "helm"))
                 kubeconfig = Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
                 cluster = ClusterHandle(out, kubeconfig, paths["kubectl"], paths["helm"], out)
             else:
-                local = LocalCluster(default_workdir(cluster_name))
+                local = _local_cluster(cluster_name, add_ons)
                 cluster = local.up()
                 if not keep:
                     cleanup.callback(local.down)
+                _show_add_ons(local, cluster)
         if cluster.real_nodes and {"operator", "worker"} <= set(cluster.images):
             return _run_on_real_pods(cluster, steps, keep, out)
         log.info("no real node with the project's images: the worker runs here as a local process")
@@ -289,10 +334,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the cluster and operator running")
     parser.add_argument("--cluster-name", default="demo", help="name of the local cluster (its files' folder)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo", help="where logs and the WAV go")
+    parser.add_argument(
+        "--with-addons",
+        nargs="?",
+        const=DEFAULT_ADD_ONS,
+        default="",
+        type=parse_add_ons,
+        metavar="LIST",
+        help=f"also start the local cluster's add-ons (default {','.join(DEFAULT_ADD_ONS)}; argocd on request)",
+    )
     args = parser.parse_args(argv)
+    if args.use_current_context and args.with_addons:
+        parser.error(
+            "--with-addons starts add-ons next to the local cluster; it cannot be used with --use-current-context"
+        )
     logs.configure()
     try:
-        run(args.use_current_context, args.keep, args.out, args.cluster_name)
+        run(args.use_current_context, args.keep, args.out, args.cluster_name, args.with_addons)
     except StepFailed as failure:
         log.error("%s", failure)
         return 1

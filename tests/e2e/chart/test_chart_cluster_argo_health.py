@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import yaml
 from argo_health import health
 from chart_e2e import ChartOperator
 from fleet_helpers import PINNED_REVISION, apply, fleet, get
+from kube_watch import watched
 
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
@@ -77,34 +77,8 @@ class StatusHistory:
 @contextmanager
 def status_history(cluster: ClusterHandle, namespace: str) -> Iterator[StatusHistory]:
     history = StatusHistory()
-    kubectl = [str(cluster.kubectl_path), "--kubeconfig", str(cluster.kubeconfig)]
-    watch = subprocess.Popen(
-        [*kubectl, "get", "ttsd", "-n", namespace, "--watch", "--output-watch-events", "-o", "json"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-    def read() -> None:
-        decoder, buffer = json.JSONDecoder(), ""
-        assert watch.stdout is not None
-        for line in watch.stdout:
-            buffer += line
-            while buffer.strip():
-                try:
-                    event, end = decoder.raw_decode(buffer.lstrip())
-                except json.JSONDecodeError:
-                    break  # an event split over lines: read on
-                buffer = buffer.lstrip()[end:]
-                history.add(event["object"])
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
+    with watched(cluster, ["ttsd", "-n", namespace], history.add):
         yield history
-    finally:
-        watch.terminate()
-        watch.wait(timeout=10)
-        reader.join(timeout=10)
 
 
 def _passed_through(history: StatusHistory, name: str, expected: str, case: str) -> dict[str, Any]:

@@ -109,6 +109,8 @@ RULES = [
     ("policy", "poddisruptionbudgets", "create", "children|operator"),
     ("networking.k8s.io", "networkpolicies", "create", "children|operator"),
     ("keda.sh", "scaledobjects", "create", "children|operator"),
+    # Without it the watch-fed cache cannot list them: the operator logs the refusal and retries.
+    ("keda.sh", "triggerauthentications", "watch", "permissions|operator"),
     ("monitoring.coreos.com", "servicemonitors", "create", "children|operator"),
     ("", "pods", "watch", "permissions|status|operator"),
     ("", "events", "create", "events"),

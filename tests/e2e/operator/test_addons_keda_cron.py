@@ -54,7 +54,7 @@ def keda_cluster() -> Iterator[tuple[ClusterHandle, dict[str, Any]]]:
 def keda_operator(keda_cluster: tuple[ClusterHandle, dict[str, Any]]) -> Iterator[OperatorProcess]:
     handle, _ = keda_cluster
     handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    handle.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    handle.wait_crds_established()
     handle.wait_for_owner_kind(API_VERSION, KIND)
     handle.kubectl("create", "namespace", NAMESPACE)
     wait_for(
@@ -206,3 +206,12 @@ def test_an_unreachable_prometheus_does_not_stop_a_schedule_from_scaling_up(
         f"\nunreachable Prometheus: apply -> 2 Ready in {time.monotonic() - started:.1f}s; "
         f"ScaledObject conditions {[(c['type'], c['status'], c.get('reason')) for c in scaled['status']['conditions']]}"
     )
+
+    # The failing trigger holds off every scale-down: the fleet says so, with KEDA's words.
+    def partial() -> dict[str, Any] | None:
+        autoscaling = condition(get(cluster, NAMESPACE, "ttsd", name), "Autoscaling")
+        return autoscaling if autoscaling.get("reason") == "PartialTriggerError" else None
+
+    autoscaling = wait_for("the fleet's Autoscaling condition to report the failing queue trigger", partial, 60)
+    assert autoscaling["status"] == "False" and autoscaling["message"].startswith("KEDA: "), autoscaling
+    print(f"fleet Autoscaling=False PartialTriggerError: {autoscaling['message']}")

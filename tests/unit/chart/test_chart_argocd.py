@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from argo_health import ARGOCD_CM, HEALTH_KEY, HEALTH_LUA
+from argo_health import ARGOCD_CM, HEALTH_KEY, HEALTH_LUA, health
 from chartkit import REPO, one, render
 
 from ttsfleet.operator import spec
@@ -56,6 +56,22 @@ def test_the_operator_application_values_render(helm_path: Path) -> None:
 def test_sync_waves_can_wait_on_application_health() -> None:
     data = yaml.safe_load(ARGOCD_CM.read_text())["data"]
     assert "resource.customizations.health.argoproj.io_Application" in data
+
+
+def test_a_child_application_still_syncing_or_out_of_sync_holds_the_next_wave() -> None:
+    """Argo CD v3.6.1 reports a child Healthy while its own sync still applies later waves
+    (tests/e2e/operator/test_addons_argocd.py saw the fleets wave start then)."""
+    script = yaml.safe_load(ARGOCD_CM.read_text())["data"]["resource.customizations.health.argoproj.io_Application"]
+
+    def verdict(status: dict[str, Any], **extra: Any) -> str:
+        return health({"metadata": {"name": "child"}, "status": status, **extra}, script)[0]
+
+    healthy = {"health": {"status": "Healthy"}, "sync": {"status": "Synced"}}
+    assert verdict({**healthy, "operationState": {"phase": "Succeeded"}}) == "Healthy"
+    assert verdict({**healthy, "operationState": {"phase": "Running"}}) == "Progressing"
+    assert verdict({**healthy, "sync": {"status": "OutOfSync"}}) == "Progressing"
+    assert verdict(healthy, operation={"sync": {}}) == "Progressing"
+    assert verdict({"health": {"status": "Degraded", "message": "x"}, "sync": {"status": "Synced"}}) == "Degraded"
 
 
 def test_argocd_cm_carries_the_tested_health_script_verbatim() -> None:
