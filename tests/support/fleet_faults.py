@@ -1,10 +1,18 @@
 """Helpers for the fault tests: fleets small enough for a 2-core machine, what "converged"
 means (Ready at the current generation, exactly the children the builders render, each owned by
-a live fleet, nothing stuck in deletion), and one printed line of figures per fault."""
+a live fleet, nothing stuck in deletion), one printed line of figures per fault, and restarting
+one component of the local cluster (to inject the fault, or with other flags)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fleet_helpers import condition, fleet, get, items
@@ -18,10 +26,22 @@ CHILD_KINDS = "statefulsets,services,configmaps,poddisruptionbudgets,networkpoli
 # Generous bounds for a busy 2-core machine: failing them means stuck, not slow.
 CONVERGE_SECONDS = 600
 SMALL = {"gpu": 0, "cpu": "100m", "memory": "128Mi"}
+STOP_GRACE_SECONDS = 20.0
 
 
-def small_fleet(name: str, **spec: Any) -> dict[str, Any]:
-    return fleet(name, replicas=1, resources=SMALL, **spec)
+def small_fleet(name: str, replicas: int = 1, **spec: Any) -> dict[str, Any]:
+    return fleet(name, replicas=replicas, resources=SMALL, **spec)
+
+
+def free_local_volumes(cluster: Any) -> int:
+    """Local-SSD volumes free for new pods: each worker pod claims one (the local cluster has 16
+    per node, 48 in all), so more fleets than this cannot all have a pod."""
+    volumes = json.loads(cluster.kubectl("get", "pv", "-o", "json").stdout)["items"]
+    return sum(
+        1
+        for pv in volumes
+        if pv["spec"].get("storageClassName") == "local-ssd" and (pv.get("status") or {}).get("phase") == "Available"
+    )
 
 
 def report(test: str, **figures: Any) -> None:
@@ -78,9 +98,35 @@ def children_problems(cluster: Any, namespace: str) -> list[str]:
     return problems
 
 
-def all_converged(cluster: Any, namespace: str, count: int) -> bool:
+def convergence_problems(cluster: Any, namespace: str, count: int) -> list[str]:
+    """What keeps the namespace's fleets from having converged; empty when they have."""
     found = fleets(cluster, namespace)
-    return len(found) == count and all(converged(f) for f in found) and not children_problems(cluster, namespace)
+    problems = [f"{len(found)} fleets, expected {count}"] if len(found) != count else []
+    for fleet_obj in found:
+        if not converged(fleet_obj):
+            ready = condition(fleet_obj, "Ready")
+            observed = (fleet_obj.get("status") or {}).get("observedGeneration")
+            problems.append(
+                f"{fleet_obj['metadata']['name']}: Ready={ready.get('status')} ({ready.get('reason')}), "
+                f"observedGeneration {observed} of {fleet_obj['metadata']['generation']}"
+            )
+    return problems + children_problems(cluster, namespace)
+
+
+def all_converged(cluster: Any, namespace: str, count: int) -> bool:
+    return not convergence_problems(cluster, namespace, count)
+
+
+def wait_converged(cluster: Any, namespace: str, count: int, timeout: float = CONVERGE_SECONDS) -> None:
+    """Until every fleet has converged; on the hang guard, say which did not and why."""
+    deadline = time.monotonic() + timeout
+    while problems := convergence_problems(cluster, namespace, count):
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{count} fleets not converged after {timeout:.0f}s ({len(problems)} problems): "
+                + "; ".join(problems[:20])
+            )
+        time.sleep(1.0)
 
 
 def warmup_sentence(cluster: Any, namespace: str, name: str) -> str:
@@ -92,3 +138,69 @@ def wait_for_full_resyncs(operator: OperatorProcess, count: int = 2) -> None:
     """A positive signal that the operator looked at every fleet again: ``count`` more resyncs
     finished (two guarantee one that started after this call)."""
     operator.wait_for_resyncs(count, CONVERGE_SECONDS)
+
+
+def _group_gone(pid: int) -> bool:
+    # Reap it when it is this process's child (the session's cluster), so no zombie lingers.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def component_argv(cluster: Any, name: str) -> list[str]:
+    """The command line one component of the local cluster runs with now."""
+    pid = int(json.loads((Path(cluster.workdir) / "state.json").read_text())["pids"][name])
+    return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+
+
+def restart_component(
+    cluster: Any, name: str, down_seconds: float, argv: Callable[[list[str]], list[str]] | None = None
+) -> float:
+    """Stop one component of the local cluster (its process group) and start it again with the
+    same command line (or ``argv`` of it), environment and log; the state file learns the new pid
+    so that the cluster's teardown stops it. Returns how long it was down; returns when the
+    process runs again (not when it is ready)."""
+    state_file = Path(cluster.workdir) / "state.json"
+    state = json.loads(state_file.read_text())
+    pid = int(state["pids"][name])
+    command = component_argv(cluster, name)
+    env = dict(
+        item.decode().split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
+    )
+    # As its supervisor would: SIGTERM, then SIGKILL once the grace period is over (kube-apiserver
+    # keeps draining long-running requests well past the point where it refuses new connections).
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while not _group_gone(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    time.sleep(down_seconds)  # the fault: the component stays away this long
+    with (Path(cluster.logs_dir) / f"{name}.log").open("ab") as log:
+        child = subprocess.Popen(
+            argv(command) if argv else command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=state_file.parent,
+            env=env,
+        )
+    state = json.loads(state_file.read_text())
+    state["pids"][name] = child.pid
+    state_file.write_text(json.dumps(state, indent=2))
+    return time.monotonic() - stopped
+
+
+def api_ready(cluster: Any) -> bool:
+    try:
+        result = cluster.kubectl("get", "--raw=/readyz", check=False, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False  # a loaded API server still starting: not ready yet, ask again
+    return result.returncode == 0 and result.stdout.strip() == "ok"

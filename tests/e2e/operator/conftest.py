@@ -20,7 +20,7 @@ CRDS = REPO / "crds"
 def crds(cluster: Any) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     for path in sorted(CRDS.glob("*.yaml")):
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+        cluster.wait_crds_established("-f", str(path))
     cluster.wait_for_owner_kind(API_VERSION, KIND)
 
 

@@ -98,6 +98,15 @@ def rename(name: str) -> Callable[[dict[str, Any]], None]:
 
 S = "spec."
 SCHED = "spec.autoscaling.schedules[0]"
+REDIS = "spec.autoscaling.redis"
+
+
+def redis(**fields: Any) -> dict[str, Any]:
+    """A valid redis trigger with ``fields`` changed (None removes a field)."""
+    body: dict[str, Any] = {"address": "jobs.redis.svc:6379", "listName": "tts-jobs"}
+    body.update(fields)
+    return scaling(redis={k: v for k, v in body.items() if v is not None})
+
 
 CASES: list[Case] = [
     # -- the object itself ---------------------------------------------------------------------
@@ -336,6 +345,42 @@ CASES: list[Case] = [
     Case("scrape-interval-zero", {"monitoring": {"interval": "0s"}}, S + "monitoring.interval"),
     Case("monitor-label-bad-key", {"monitoring": {"labels": {"team name": "x"}}}, S + "monitoring.labels"),
     Case("monitor-label-value-too-long", {"monitoring": {"labels": {"team": "t" * 64}}}, S + "monitoring.labels"),
+    # -- autoscaling on a Redis queue ------------------------------------------------------------
+    Case("redis-address-missing", redis(address=None), REDIS + ".address"),
+    Case("redis-address-with-scheme", redis(address="redis://jobs:6379"), REDIS + ".address"),
+    Case("redis-address-without-port", redis(address="jobs.redis.svc"), REDIS + ".address"),
+    Case("redis-address-port-zero", redis(address="jobs:0"), REDIS + ".address"),
+    Case("redis-address-port-above-65535", redis(address="jobs:65536"), REDIS + ".address"),
+    Case("redis-address-with-credentials", redis(address="default:hunter2@jobs:6379"), REDIS + ".address"),
+    Case("redis-address-newline-injection", redis(address="jobs:6379\nFLUSHALL"), REDIS + ".address"),
+    Case("redis-address-absurd-length", redis(address="r" * 300 + ":6379"), REDIS + ".address"),
+    Case("redis-list-and-stream", redis(stream={"name": "jobs", "consumerGroup": "tts"}), REDIS),
+    Case("redis-neither-list-nor-stream", redis(listName=None), REDIS),
+    Case("redis-list-name-empty", redis(listName=""), REDIS + ".listName"),
+    Case("redis-list-name-with-space", redis(listName="tts jobs"), REDIS + ".listName"),
+    Case(
+        "redis-stream-without-consumer-group",
+        redis(listName=None, stream={"name": "jobs"}),
+        REDIS + ".stream.consumerGroup",
+    ),
+    Case("redis-target-zero", redis(targetLength=0), REDIS + ".targetLength"),
+    Case("redis-target-string", redis(targetLength="5"), REDIS + ".targetLength"),
+    Case("redis-activation-negative", redis(activationLength=-1), REDIS + ".activationLength"),
+    Case("redis-database-negative", redis(databaseIndex=-1), REDIS + ".databaseIndex"),
+    Case("redis-tls-string", redis(enableTLS="yes"), REDIS + ".enableTLS"),
+    # The password only as a Secret reference: an inline one is an unknown field.
+    Case("redis-password-inline", redis(password="hunter2"), REDIS + ".password"),
+    Case(
+        "redis-password-secret-without-key",
+        redis(passwordSecretRef={"name": "redis"}),
+        REDIS + ".passwordSecretRef.key",
+    ),
+    Case(
+        "redis-password-secret-name-uppercase",
+        redis(passwordSecretRef={"name": "Redis", "key": "password"}),
+        REDIS + ".passwordSecretRef.name",
+    ),
+    Case("redis-as-string", scaling(redis="jobs:6379"), REDIS),
 ]
 
 

@@ -4,77 +4,25 @@ on a change made after the restart (no dead watch). Prints what was injected and
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleet_faults import CONVERGE_SECONDS, all_converged, report, small_fleet, warmup_sentence
+from fleet_faults import (
+    CONVERGE_SECONDS,
+    all_converged,
+    api_ready,
+    report,
+    restart_component,
+    small_fleet,
+    warmup_sentence,
+)
 from fleet_helpers import apply, get, wait_for
 from operator_process import OperatorProcess
 
 # How long the component stays down: long enough that the operator's watches and requests fail.
 DOWN_SECONDS = 5.0
-STOP_GRACE_SECONDS = 20.0
-
-
-def _group_gone(pid: int) -> bool:
-    # Reap it when it is this process's child (the session's cluster), so no zombie lingers.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def restart_component(cluster: Any, name: str, down_seconds: float) -> float:
-    """Stop one component of the local cluster (its process group) and start it again with the
-    same command line, environment and log; the state file learns the new pid so that the
-    cluster's teardown stops it. Returns when the process runs again (not when it is ready)."""
-    state_file = Path(cluster.workdir) / "state.json"
-    state = json.loads(state_file.read_text())
-    pid = int(state["pids"][name])
-    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    env = dict(
-        item.decode().split("=", 1) for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in item
-    )
-    # As its supervisor would: SIGTERM, then SIGKILL once the grace period is over (kube-apiserver
-    # keeps draining long-running requests well past the point where it refuses new connections).
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while not _group_gone(pid):
-        if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        time.sleep(0.1)
-    stopped = time.monotonic()
-    time.sleep(down_seconds)  # the fault: the component stays away this long
-    with (Path(cluster.logs_dir) / f"{name}.log").open("ab") as log:
-        child = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=state_file.parent,
-            env=env,
-        )
-    state = json.loads(state_file.read_text())
-    state["pids"][name] = child.pid
-    state_file.write_text(json.dumps(state, indent=2))
-    return time.monotonic() - stopped
-
-
-def api_ready(cluster: Any) -> bool:
-    result = cluster.kubectl("get", "--raw=/readyz", check=False, timeout=10)
-    return result.returncode == 0 and result.stdout.strip() == "ok"
 
 
 @pytest.fixture

@@ -13,14 +13,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from fleet_faults import (
     CHILD_KINDS,
     CONVERGE_SECONDS,
     all_converged,
     children_problems,
     fleets,
+    free_local_volumes,
     report,
     small_fleet,
+    wait_converged,
     wait_for_full_resyncs,
     warmup_sentence,
 )
@@ -31,8 +34,10 @@ from ttsfleet import contract
 from ttsfleet.operator import naming
 from ttsfleet.operator.naming import Owner
 
-FLEETS = 20
-KILLS = 20
+# CI runs 20 fleets (a few minutes on 2 cores); the issue's 50 are one variable away:
+# TTSFLEET_FAULT_FLEETS=50. The kills stay at 20 either way.
+FLEETS = int(os.environ.get("TTSFLEET_FAULT_FLEETS", "20"))
+KILLS = int(os.environ.get("TTSFLEET_FAULT_KILLS", "20"))
 
 
 def passes(operator: OperatorProcess) -> float:
@@ -44,20 +49,28 @@ def passes_reached(operator: OperatorProcess, target: int) -> Callable[[], bool]
     return lambda: passes(operator) >= target
 
 
+# A hang guard that grows with the fleets: 50 of them took more than the suite's 900 s on a
+# loaded 2-core machine.
+@pytest.mark.timeout(max(900, 60 * FLEETS))
 def test_sigkill_at_random_points_converges_without_duplicates_or_orphans(
     cluster: Any, namespace: str, running_operator: OperatorProcess
 ) -> None:
     seed = int(os.environ.get("TTSFLEET_FAULT_SEED", str(random.randrange(2**32))))
     rng = random.Random(seed)
     names = [f"kill-{i}" for i in range(FLEETS)]
-    apply(cluster, namespace, *(small_fleet(n) for n in names))
+    # One pod per fleet while the cluster has a local-SSD volume for it; the rest at zero
+    # replicas (still reconciled, still Ready), or they would stay Unschedulable, rightly.
+    room = free_local_volumes(cluster)
+    replicas = {name: int(i < room) for i, name in enumerate(names)}
+    apply(cluster, namespace, *(small_fleet(n, replicas[n]) for n in names))
     kill_delays: list[float] = []
     passes_at_kill: list[float] = []
     for round_ in range(KILLS):
         # A change to a few fleets each round, so that the kill lands in real work: their
         # ConfigMap and StatefulSet template change, and their pods roll.
         changed = rng.sample(names, 3)
-        apply(cluster, namespace, *(small_fleet(n, warmup={"sentences": [f"Round {round_}."]}) for n in changed))
+        round_spec = {"warmup": {"sentences": [f"Round {round_}."]}}
+        apply(cluster, namespace, *(small_fleet(n, replicas[n], **round_spec) for n in changed))
         if not running_operator.running:
             running_operator.start()
         # A random point of reconciliation: after a random number of finished passes of the
@@ -71,15 +84,13 @@ def test_sigkill_at_random_points_converges_without_duplicates_or_orphans(
         kill_delays.append(round(delay, 2))
         passes_at_kill.append(done)
     final = rng.sample(names, 3)
-    apply(cluster, namespace, *(small_fleet(n, warmup={"sentences": ["After the last kill."]}) for n in final))
+    last_spec = {"warmup": {"sentences": ["After the last kill."]}}
+    apply(cluster, namespace, *(small_fleet(n, replicas[n], **last_spec) for n in final))
     started = time.monotonic()
     running_operator.start()
-    wait_for(
-        f"all {FLEETS} fleets Ready at their generation, children exact, nothing orphaned or stuck",
-        lambda: all_converged(cluster, namespace, FLEETS) or None,
-        CONVERGE_SECONDS,
-        interval=1.0,
-    )
+    # Every fleet Ready at its generation, children exact, nothing orphaned or stuck. The guard
+    # grows with the fleets (a hang guard: 50 fleets' pods roll after the last changes).
+    wait_converged(cluster, namespace, FLEETS, max(CONVERGE_SECONDS, 30 * FLEETS))
     recovery = time.monotonic() - started
     # The change made while the operator was down was acted on.
     for name in final:
@@ -89,6 +100,7 @@ def test_sigkill_at_random_points_converges_without_duplicates_or_orphans(
         "sigkill",
         seed=seed,
         fleets=FLEETS,
+        fleets_with_a_pod=sum(replicas.values()),
         kills=KILLS,
         kill_after_start_s=kill_delays,
         passes_before_kill=passes_at_kill,

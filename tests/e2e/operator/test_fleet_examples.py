@@ -22,6 +22,27 @@ def _fleet_files() -> list[Path]:
 
 
 EXAMPLES = _fleet_files()
+REALPODS = Path(__file__).resolve().parents[1] / "realpods"
+
+
+def _fits_a_cpu_node(path: Path) -> bool:
+    # resources.gpu defaults to 1 (spec.py): an example that does not say 0 needs a GPU.
+    fleets = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "TTSDeployment"]
+    return all((d["spec"].get("resources") or {}).get("gpu", 1) == 0 for d in fleets)
+
+
+def test_examples_that_fit_a_cpu_node_also_run_on_the_real_node() -> None:
+    """Here every example runs on kwok nodes (scheduling and API behaviour only). The real node
+    has no GPU, so only examples asking for none can run there; each of them must be applied by
+    a real-pod suite (tests/e2e/realpods), through real_fleet.load_example."""
+    on_real_pods = {
+        path.name
+        for path in EXAMPLES
+        if any(f'load_example("{path.name}")' in test.read_text() for test in REALPODS.glob("test_*.py"))
+    }
+    cpu_shaped = {path.name for path in EXAMPLES if _fits_a_cpu_node(path)}
+    assert cpu_shaped, "no example fits a CPU node: the real-pod suites have nothing to run"
+    assert cpu_shaped <= on_real_pods, f"not run on the real node: {sorted(cpu_shaped - on_real_pods)}"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[str(p.relative_to(ROOT).with_suffix("")) for p in EXAMPLES])

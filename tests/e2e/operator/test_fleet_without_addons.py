@@ -36,7 +36,7 @@ def bare_cluster() -> Iterator[ClusterHandle]:
 @pytest.fixture
 def bare_operator(bare_cluster: ClusterHandle) -> Iterator[OperatorProcess]:
     bare_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    bare_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    bare_cluster.wait_crds_established()
     bare_cluster.wait_for_owner_kind(API_VERSION, KIND)
     bare_cluster.kubectl("create", "namespace", NAMESPACE)
     wait_for(

@@ -1,6 +1,7 @@
 """Property: every spec the schema documents as valid is accepted by the real API server, and so
 is every child the operator renders for it (StatefulSet, Services, ConfigMap, PDB, NetworkPolicy,
-KEDA ScaledObject, ServiceMonitor, against the real KEDA and Prometheus Operator CRDs).
+KEDA ScaledObject and TriggerAuthentication, ServiceMonitor, against the real KEDA and Prometheus
+Operator CRDs).
 
 Hypothesis draws the specs (at least 500), the API server answers in batches: one server-side
 dry-run apply of all TTSDeployments of a batch, then one of all their children, built from the
@@ -163,6 +164,36 @@ cron = st.builds(
 timezone = st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Asia/Tokyo", "Australia/Lord_Howe"])
 
 
+# Redis keys and consumer groups: any printable text without whitespace (spec.REDIS_KEY).
+redis_key = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp")), min_size=1, max_size=30)
+redis_host = st.one_of(
+    dns_subdomain,
+    st.tuples(*[st.integers(0, 255)] * 4).map(lambda o: ".".join(map(str, o))),
+    st.sampled_from(["[::1]", "[fd00::6379]"]),
+)
+
+
+@st.composite
+def redis(draw: st.DrawFn) -> dict[str, Any]:
+    """A redis trigger (spec.autoscaling.redis): a list or a stream, optional TLS, user, password."""
+    body: dict[str, Any] = {
+        "address": f"{draw(redis_host)}:{draw(st.integers(1, 65535))}",
+        "targetLength": draw(st.integers(1, 1_000_000)),
+        "activationLength": draw(st.integers(0, 1_000_000)),
+        "databaseIndex": draw(st.integers(0, 65535)),
+        "enableTLS": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        body["listName"] = draw(redis_key)
+    else:
+        body["stream"] = {"name": draw(redis_key), "consumerGroup": draw(redis_key)}
+    if draw(st.booleans()):
+        body["username"] = draw(redis_key)
+    if draw(st.booleans()):
+        body["passwordSecretRef"] = {"name": draw(dns_subdomain), "key": draw(word(ALNUM, ALNUM + "-._", ALNUM, 10))}
+    return body
+
+
 @st.composite
 def autoscaling(draw: st.DrawFn) -> dict[str, Any]:
     low = draw(st.integers(0, 20))
@@ -182,9 +213,12 @@ def autoscaling(draw: st.DrawFn) -> dict[str, Any]:
                 end = f"{(int(minute) + 1) % 60} {hour} * * *"
         window["end"] = end
         windows.append(window)
-    # Scale to zero is valid only with a schedule to wake the fleet (AutoscalingSpec.RULES).
-    low = low if low or windows else 1
+    queue = draw(st.one_of(st.none(), redis()))
+    # Scale to zero is valid only with a schedule or a redis queue to wake the fleet (AutoscalingSpec.RULES).
+    low = low if low or windows or queue else 1
+    extra = {"redis": queue} if queue else {}
     return {
+        **extra,
         "enabled": draw(st.booleans()),
         "minReplicas": low,
         "maxReplicas": high,
@@ -338,4 +372,5 @@ def test_every_generated_valid_spec_and_its_children_are_accepted(cluster: Any, 
         assert not refusal, f"children of valid specs refused:\n{refusal}"
         assert len(accepted) == len(children)
     # The generator reached every kind of child, the optional ones included.
-    assert {"StatefulSet", "Service", "ConfigMap", "ScaledObject", "ServiceMonitor", "PodDisruptionBudget"} <= kinds
+    optional = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+    assert {"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", *optional} <= kinds
