@@ -17,7 +17,8 @@ For each N:
   done);
 - RSS of the operator process after the idle periods (VmRSS);
 - reaction: ``--edits`` spec edits (a new image), one at a time, each timed until the
-  StatefulSet carries it (p50, p99).
+  StatefulSet carries it (p50, p99); then as many fleets scaled up by one pod, one at a time,
+  each timed from the new pod first seen Ready until the fleet's status counts it.
 
     .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10]
 """
@@ -25,6 +26,7 @@ For each N:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -63,7 +65,8 @@ def fleet(name: str, replicas: int) -> dict[str, Any]:
         "spec": {
             "image": IMAGE,
             "replicas": replicas,
-            "model": {"source": "hf://2Noise/ChatTTS"},
+            # hf:// sources must pin a full commit (admission refuses branches and short hashes).
+            "model": {"source": "hf://2Noise/ChatTTS", "revision": "1a3c2f6e9b8d4c7f0e5a2b1d3c6f9e8a7b4d2c1f"},
             "resources": {"gpu": 0, "cpu": "100m", "memory": "128Mi"},
         },
     }
@@ -154,6 +157,38 @@ def reaction_seconds(cluster: ClusterHandle, namespace: str, names: list[str]) -
     return out
 
 
+def _pod_ready(pod: Any) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def pod_ready_to_status_seconds(cluster: ClusterHandle, namespace: str, names: list[str]) -> list[float]:
+    """One fleet at a time scaled up by one pod: seconds from the new pod first seen Ready to the
+    fleet's status counting it (through the StatefulSet controller's status and one pass)."""
+    api = admin_client(cluster)
+    custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+    out: list[float] = []
+    for name in names:
+        fleet_now = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        replicas = int(fleet_now["spec"]["replicas"]) + 1
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": {"replicas": replicas}})
+        pod, start = f"{name}-{replicas - 1}", time.monotonic()
+        ready_at: float | None = None
+        while True:
+            if ready_at is None:
+                with contextlib.suppress(client.ApiException):
+                    if _pod_ready(core.read_namespaced_pod(pod, namespace)):
+                        ready_at = time.monotonic()
+            fleet_obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            if ready_at is not None and int(fleet_obj.get("status", {}).get("readyReplicas") or 0) >= replicas:
+                out.append(time.monotonic() - ready_at)
+                break
+            if time.monotonic() - start > 120:
+                raise TimeoutError(f"{namespace}/{name}: pod {pod} Ready={ready_at is not None}, status not updated")
+            time.sleep(0.02)
+    api.close()
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
@@ -232,6 +267,12 @@ class Operator:
         self._log.close()
 
 
+APPLIES = "ttsfleet_operator_applies_total"
+STATUS_WRITES = "ttsfleet_operator_status_writes_total"
+PASSES = "ttsfleet_operator_reconcile_duration_seconds_count"
+COUNTED = (APPLIES, STATUS_WRITES, PASSES)
+
+
 @dataclass
 class Row:
     fleets: int
@@ -240,11 +281,19 @@ class Row:
     children_s: float
     ready_s: float
     converge_writes_per_fleet: float
+    # What those writes were, per fleet (the operator's own counters): child applies, status
+    # writes, and the rest (Events on condition changes), and how many passes made them.
+    converge_applies_per_fleet: float
+    converge_status_writes_per_fleet: float
+    converge_passes_per_fleet: float
     idle_reads: float
     idle_writes: float
     rss_mb: float
     edit_p50: float
     edit_p99: float
+    # A new pod first seen Ready → the fleet's status counting it.
+    pod_ready_p50: float
+    pod_ready_p99: float
 
     @property
     def ratio(self) -> float:
@@ -271,6 +320,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         # Started, listed and through one resync: what follows is the reaction to new fleets.
         wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
         before = traffic.requests(cluster, identity)
+        counted_before = {name: operator.metric(name) for name in COUNTED}
         start = time.monotonic()
         # The fleets are applied the way the baseline applies the children: --workers threads.
         applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args.replicas), args.workers)
@@ -281,6 +331,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         resyncs = operator.metric("ttsfleet_operator_resyncs_total")
         wait("a resync after settling", lambda: operator.metric("ttsfleet_operator_resyncs_total") > resyncs, 900, 0.5)
         converged = traffic.requests(cluster, identity) - before
+        counted = {name: (operator.metric(name) - counted_before[name]) / n for name in COUNTED}
         print(
             f"N={n}: children after {children_at - start:.2f} s (applying the fleets took "
             f"{applied_at - start:.2f} s), Ready after {ready_at - start:.2f} s",
@@ -299,6 +350,9 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         rss = operator.rss_mb()
         step = max(1, n // args.edits)
         reactions = reaction_seconds(cluster, op_ns, [f"f{i:04d}" for i in range(0, n, step)][: args.edits])
+        ready_reactions = pod_ready_to_status_seconds(
+            cluster, op_ns, [f"f{i:04d}" for i in range(0, n, step)][: args.edits]
+        )
     finally:
         operator.stop()
     for ns in (direct_ns, op_ns):
@@ -311,11 +365,16 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         children_s=children_at - start,
         ready_s=ready_at - start,
         converge_writes_per_fleet=converged.writes / n,
+        converge_applies_per_fleet=counted[APPLIES],
+        converge_status_writes_per_fleet=counted[STATUS_WRITES],
+        converge_passes_per_fleet=counted[PASSES],
         idle_reads=idle.reads / per,
         idle_writes=idle.writes / per,
         rss_mb=rss,
         edit_p50=percentile(reactions, 0.5),
         edit_p99=percentile(reactions, 0.99),
+        pod_ready_p50=percentile(ready_reactions, 0.5),
+        pod_ready_p99=percentile(ready_reactions, 0.99),
     )
 
 
@@ -336,10 +395,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = addons.NodePlan(volumes_per_node=per_node, pods=max(110, per_node + 30), cpu=str(max(32, 2 * per_node)))
     with tempfile.TemporaryDirectory(prefix="operator-bench-") as tmp:
         workdir = Path(tmp) / "cluster"
-        with running(workdir, plan) as cluster:
+        # kwok nodes only: the machine's one real node stays free for whatever else runs.
+        with running(workdir, plan, real_nodes=0) as cluster:
             crds = REPO / "crds"
             cluster.kubectl("apply", "--server-side", "-f", str(crds))
-            cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+            cluster.wait_crds_established()
             cluster.wait_for_owner_kind(API_VERSION, KIND)
             identity = traffic.issue(cluster, "ttsfleet-bench-operator", "ttsfleet-bench", Path(tmp) / "op.kubeconfig")
             logs = Path(tempfile.mkdtemp(prefix="operator-bench-logs-"))
@@ -366,6 +426,14 @@ def main(argv: list[str] | None = None) -> int:
         "(writes/fleet: while converging; idle reads and writes: per fleet per resync period; "
         "edit: seconds from a spec edit to the StatefulSet carrying it, one edit at a time)"
     )
+    for r in rows:
+        others = r.converge_writes_per_fleet - r.converge_applies_per_fleet - r.converge_status_writes_per_fleet
+        print(
+            f"N={r.fleets}: per fleet while converging: {r.converge_passes_per_fleet:.1f} passes, "
+            f"{r.converge_applies_per_fleet:.1f} child applies, "
+            f"{r.converge_status_writes_per_fleet:.1f} status writes, {others:.1f} other writes (Events); "
+            f"pod Ready to fleet status p50 {r.pod_ready_p50:.2f} s, p99 {r.pod_ready_p99:.2f} s"
+        )
     big = rows[-1]
     print(
         f"headline: N={big.fleets}: every child {big.children_s:.1f} s after the fleets were applied vs "
