@@ -202,6 +202,10 @@ class TritonServer:
     def model_name(self) -> str:
         return self.options.serving.model_name
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self) -> None:
         options = self.options
         options.workdir.mkdir(parents=True, exist_ok=True)
@@ -391,10 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     watch = supervisor.Supervisor(server, serving, args.termination_log)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        # Triton stops taking new requests and drains open streams up to its exit timeout.
+        # Triton stops taking new requests and lets open streams finish; the supervisor stops it
+        # once nothing is open (idle client streams would hold it until its exit timeout).
         watch.stop()
-        if server.process is not None:
+        if server.process is not None and server.process.poll() is None:
             server.process.send_signal(signum)
+            threading.Thread(target=watch.drain, name="ttsfleet-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -19,6 +19,13 @@
   The supervisor notices the missing stub at its next poll and kills tritonserver at once: every
   open client stream ends with a connection error instead of silence, and the container exits
   non-zero with the reason, so the kubelet restarts it with a fresh Triton.
+* **A drain ends when nothing is left open.** On SIGTERM Triton refuses new requests and lets the
+  open ones finish, but a client's idle gRPC stream (the client library keeps one per pod for its
+  next request) holds the streaming model loaded until Triton's exit timeout, after which
+  tritonserver may crash instead of exiting: every pod would take its whole drain period to go,
+  on every rollout and scale-down. Once the model has no request queued or in progress and the
+  unary model has unloaded (its HTTP requests done), the supervisor stops tritonserver itself;
+  the idle streams end, and the container exits 0.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ DEFAULT_TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_MESSAGE_LIMIT = 4096  # what the kubelet reads of the file
 EXIT_FAILED = 1
 STUB_BINARY = "triton_python_backend_stub"
+TRITON_PENDING = "nv_inference_pending_request_count"
+# Consecutive idle looks before a drain counts as done: the model's gauge trails a request that
+# just finished or just arrived by a moment.
+DRAINED_LOOKS = 3
 PROC = Path("/proc")
 
 
@@ -60,6 +71,9 @@ class Server(Protocol):
     def unload_model(self, name: str, timeout: float = 60.0) -> None: ...
 
     def stop(self, timeout: float | None = None) -> int | None: ...
+
+    @property
+    def running(self) -> bool: ...
 
 
 def termination_log_path() -> Path:
@@ -80,6 +94,22 @@ def fail(reason: str, termination_log: Path) -> int:
     log.error("worker stopping: %s", reason, extra={"reason": reason})
     write_termination_message(termination_log, reason)
     return EXIT_FAILED
+
+
+def _gauge(exposition: str, name: str, model: str) -> float | None:
+    pattern = re.compile(rf'^{name}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}}\s+(\S+)', re.M)
+    values = [float(value) for value in pattern.findall(exposition)]
+    return sum(values) if values else None
+
+
+def nothing_open(exposition: str, model: str) -> bool:
+    """Whether a draining worker has nothing left to finish: ``model`` has no request queued in
+    Triton or in progress in the model (``tts_queue_length``), and the unary model is gone from
+    the page (Triton unloads it once its HTTP requests are done). Unknown counts as busy."""
+    queued = _gauge(exposition, TRITON_PENDING, model)
+    in_model = _gauge(exposition, contract.METRIC_QUEUE_LENGTH, model)
+    unary_loaded = _gauge(exposition, TRITON_PENDING, contract.unary_model_name(model)) is not None
+    return queued == 0 and in_model == 0 and not unary_loaded
 
 
 def engine_healthy(exposition: str, model: str) -> bool | None:
@@ -146,6 +176,8 @@ class Supervisor:
         self.clock = clock
         self.stubs = stubs or self._server_stubs
         self.failure: str | None = None
+        self.drained = False  # the drain finished and the supervisor stopped tritonserver
+        self._draining = threading.Event()
         self.recoveries: list[float] = []
         # The stubs of the loaded models (pid -> model), recorded after each load.
         self.watched_stubs: dict[int, str] = {}
@@ -163,8 +195,33 @@ class Supervisor:
     def exit_code(self, triton_code: int) -> int:
         # After a failure we stopped tritonserver ourselves: whatever it exited with (killed,
         # or its own code for an interrupted shutdown, 250 seen under load) is a consequence,
-        # and the reason is the termination message.
-        return EXIT_FAILED if self.failure is not None else triton_code
+        # and the reason is the termination message. After a finished drain, likewise: success.
+        if self.failure is not None:
+            return EXIT_FAILED
+        return 0 if self.drained else triton_code
+
+    def drain(self, poll_seconds: float = 0.5) -> bool:
+        """After SIGTERM: wait until nothing is open (``nothing_open``, seen DRAINED_LOOKS times
+        in a row), then stop tritonserver. Gives up (Triton's exit timeout and the kubelet's
+        grace period rule) after the drain period. True when it stopped tritonserver."""
+        if self._draining.is_set():
+            return False  # a second signal: one drain is enough
+        self._draining.set()
+        deadline = self.clock() + self.serving.drain_timeout_seconds
+        idle_looks = 0
+        while self.clock() < deadline and self.server.running:
+            try:
+                idle = nothing_open(self.metrics(self.server.metrics_url), self.serving.model_name)
+            except OSError:
+                idle = False  # metrics not answering: Triton may be exiting by itself
+            idle_looks = idle_looks + 1 if idle else 0
+            if idle_looks >= DRAINED_LOOKS:
+                log.info("drained: no request left open; stopping tritonserver (idle client streams would hold it)")
+                self.drained = True
+                self.server.stop(timeout=0)
+                return True
+            time.sleep(poll_seconds)
+        return False
 
     def _server_stubs(self) -> dict[int, str]:
         process = getattr(self.server, "process", None)

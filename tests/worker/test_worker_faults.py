@@ -25,6 +25,7 @@ import pytest
 from worker_support import SERVER_ENV, TEST_SERVING
 
 from ttsfleet import contract
+from ttsfleet.contract import ServingConfig
 
 pytestmark = pytest.mark.worker
 
@@ -76,13 +77,22 @@ def _wait(what: str, done: Callable[[], bool], worker: subprocess.Popen[bytes], 
         time.sleep(0.1)
 
 
-def test_killed_backend_stub_ends_every_open_stream_with_an_error_and_the_container(
-    tiny_weights: Path, tmp_path: Path
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class Launched:
+    process: subprocess.Popen[bytes]
+    log: Path
+    http_port: int
+    grpc_port: int
+    workdir: Path
+    termination: Path
+
+
+def _launch(tiny_weights: Path, tmp_path: Path, serving: ServingConfig) -> Launched:
+    """``ttsfleet-worker`` as a pod runs it (its own entry point, signal handling and supervisor)."""
     serving_dir = tmp_path / "serving"
     serving_dir.mkdir()
-    (serving_dir / contract.SERVING_JSON_FILE).write_text(SERVING.to_json())
-    (serving_dir / contract.TRITON_CONFIG_FILE).write_text(contract.render_triton_config(SERVING))
+    (serving_dir / contract.SERVING_JSON_FILE).write_text(serving.to_json())
+    (serving_dir / contract.TRITON_CONFIG_FILE).write_text(contract.render_triton_config(serving))
     workdir = tmp_path / "work"
     termination = tmp_path / "termination-log"
     http_port, grpc_port = free_port(), free_port()
@@ -96,6 +106,15 @@ def test_killed_backend_stub_ends_every_open_stream_with_an_error_and_the_contai
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(command, env={**os.environ, **SERVER_ENV}, stdout=out, stderr=subprocess.STDOUT)
+    return Launched(worker, log, http_port, grpc_port, workdir, termination)
+
+
+def test_killed_backend_stub_ends_every_open_stream_with_an_error_and_the_container(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    launched = _launch(tiny_weights, tmp_path, SERVING)
+    worker, log, http_port, grpc_port = launched.process, launched.log, launched.http_port, launched.grpc_port
+    workdir, termination = launched.workdir, launched.termination
     try:
         # The positive signal that the launcher watches the stubs: its own "loaded" line.
         _wait("model loaded", lambda: "model loaded and warmed up" in log.read_text(errors="replace"), worker, log)
@@ -172,3 +191,72 @@ def _wait_gone(workdir: Path) -> None:
     while _stub_pids(workdir):
         assert time.monotonic() < deadline, f"stubs left behind: {_stub_pids(workdir)}"
         time.sleep(0.1)
+
+
+def test_sigterm_finishes_the_open_stream_then_exits_although_an_idle_client_stream_stays_open(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    """A pod being deleted: one client is mid-stream, another holds its idle gRPC stream open for
+    its next request (as TtsClient and FleetClient do). Triton alone would keep the streaming
+    model loaded for the idle stream until its exit timeout (the pod's whole drain period, on
+    every rollout); the worker must finish the open stream and then exit 0 by itself."""
+    serving = dataclasses.replace(SERVING, drain_timeout_seconds=HANG_GUARD_S)
+    launched = _launch(tiny_weights, tmp_path, serving)
+    worker, log = launched.process, launched.log
+    url = f"127.0.0.1:{launched.grpc_port}"
+    idle = TtsClient(url)
+    try:
+        _wait("model loaded", lambda: "model loaded and warmed up" in log.read_text(errors="replace"), worker, log)
+        assert list(idle.stream("Hello."))[-1].final  # its stream stays open, idle, from here on
+
+        chunks: list[int] = []
+        outcome: list[BaseException] = []
+        first = threading.Event()
+
+        def listen() -> None:
+            try:
+                with TtsClient(url) as client:
+                    for chunk in client.stream(" ".join(LONG_TEXT.split(". ")[:6])):
+                        chunks.append(chunk.index)
+                        first.set()
+            except BaseException as error:  # recorded, asserted below
+                outcome.append(error)
+                first.set()
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        assert first.wait(HANG_GUARD_S), "no first chunk"
+        worker.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        listener.join(HANG_GUARD_S)
+        assert not outcome, f"the open stream broke during the drain: {outcome}"
+        assert chunks == list(range(len(chunks))) and len(chunks) >= 6
+        stream_done = time.monotonic()
+
+        exit_code = worker.wait(HANG_GUARD_S)
+        exited = time.monotonic()
+        text = log.read_text(errors="replace")
+        # The worker ended the drain itself, not Triton's exit timeout (nor a crash after it).
+        assert "drained: no request left open" in text, text[-3000:]
+        assert "Exit timeout expired" not in text
+        assert exit_code == 0, (exit_code, text[-3000:])
+        print(
+            "\nFAULT sigterm-with-idle-stream: "
+            + json.dumps(
+                {
+                    "open_stream_chunks": len(chunks),
+                    "open_stream_done_after_sigterm_s": round(stream_done - signalled, 2),
+                    "worker_exit_after_sigterm_s": round(exited - signalled, 2),
+                    "drain_period_s": serving.drain_timeout_seconds,
+                    "exit_code": exit_code,
+                }
+            ),
+            flush=True,
+        )
+    finally:
+        idle.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(60)
+        for pid in _stub_pids(launched.workdir):
+            os.kill(pid, signal.SIGKILL)

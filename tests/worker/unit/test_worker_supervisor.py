@@ -12,7 +12,7 @@ import pytest
 from ttsfleet import contract
 from ttsfleet.contract import ServingConfig
 from ttsfleet.worker import supervisor
-from ttsfleet.worker.supervisor import EXIT_FAILED, Supervisor, engine_healthy
+from ttsfleet.worker.supervisor import DRAINED_LOOKS, EXIT_FAILED, Supervisor, engine_healthy, nothing_open
 
 pytestmark = pytest.mark.unit
 
@@ -41,8 +41,15 @@ class FakeServer:
         self.actions.append(f"unload {name}")
 
     def stop(self, timeout: float | None = None) -> int | None:
-        self.actions.append("stop")
+        self.actions.append("kill" if timeout == 0 else "stop")
+        self.stopped = True
         return 0
+
+    stopped: bool = False
+
+    @property
+    def running(self) -> bool:
+        return not self.stopped
 
 
 def _page(healthy: int) -> str:
@@ -119,3 +126,48 @@ def test_termination_message_is_capped_and_an_unwritable_path_is_survived(tmp_pa
 def test_a_tritonserver_that_exits_on_its_own_passes_its_code_through(tmp_path: Path) -> None:
     watch = Supervisor(FakeServer(), SERVING, tmp_path / "log")
     assert watch.exit_code(137) == 137 and watch.exit_code(0) == 0
+
+
+def _draining_page(queued: int, in_model: int, unary_loaded: bool) -> str:
+    lines = [
+        f'nv_inference_pending_request_count{{model="chattts",version="1"}} {queued}',
+        f'{contract.METRIC_QUEUE_LENGTH}{{model="chattts"}} {in_model}',
+    ]
+    if unary_loaded:
+        lines.append('nv_inference_pending_request_count{model="chattts_unary",version="1"} 0')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_drain_is_done_only_when_nothing_is_queued_in_progress_or_unary() -> None:
+    assert nothing_open(_draining_page(0, 0, unary_loaded=False), "chattts")
+    assert not nothing_open(_draining_page(1, 0, unary_loaded=False), "chattts")
+    assert not nothing_open(_draining_page(0, 2, unary_loaded=False), "chattts")
+    assert not nothing_open(_draining_page(0, 0, unary_loaded=True), "chattts")
+    assert not nothing_open("", "chattts")  # not exported (yet, or any more): unknown is busy
+
+
+def test_a_drain_stops_tritonserver_once_idle_several_looks_in_a_row_and_exits_zero(tmp_path: Path) -> None:
+    busy, idle = _draining_page(0, 1, unary_loaded=False), _draining_page(0, 0, unary_loaded=False)
+    pages = iter([busy, idle, busy, *[idle] * DRAINED_LOOKS])
+    server = FakeServer()
+    watch = Supervisor(server, SERVING, tmp_path / "log", metrics=lambda _url: next(pages))
+    assert watch.drain(poll_seconds=0)
+    assert server.actions == ["kill"]
+    assert next(pages, None) is None  # it looked until the idle run, and no further
+    assert watch.exit_code(-9) == 0  # killed by us after a finished drain: a clean exit
+    assert not watch.drain(poll_seconds=0)  # a second signal starts no second drain
+
+
+def test_a_drain_that_never_empties_leaves_the_end_to_triton_and_the_kubelet(tmp_path: Path) -> None:
+    now = [0.0]
+
+    def busy(_url: str) -> str:
+        now[0] += 1.0
+        return _draining_page(0, 1, unary_loaded=False)
+
+    server = FakeServer()
+    serving = ServingConfig(drain_timeout_seconds=10)
+    watch = Supervisor(server, serving, tmp_path / "log", metrics=busy, clock=lambda: now[0])
+    assert not watch.drain(poll_seconds=0)
+    assert server.actions == [] and now[0] >= 10
+    assert watch.exit_code(137) == 137
