@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,8 @@ from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
 from ttsfleet.devcluster import addons, traffic
-from ttsfleet.devcluster.cluster import ClusterHandle, running
+from ttsfleet.devcluster.cluster import ClusterHandle, free_port, running
+from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.operator import applied, desired, kinds, naming
 from ttsfleet.operator.kube import Kube
 from ttsfleet.operator.naming import Owner
@@ -73,11 +73,8 @@ def fleet(name: str, replicas: int) -> dict[str, Any]:
 
 
 def wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
-    start = time.monotonic()
-    while not probe():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+    """``wait_for``, returning when (monotonic) the probe first held."""
+    wait_for(probe, what=what, timeout=timeout, interval=interval)
     return time.monotonic()
 
 
@@ -199,12 +196,6 @@ def fleets_in(namespace: str, n: int, replicas: int) -> list[dict[str, Any]]:
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
     return docs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Operator:

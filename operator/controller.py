@@ -109,6 +109,8 @@ class Controller:
         # Resumed, but a replica we outranked may still be acting: no pass until it says it stopped.
         self._taking_over = False
         self._running = 0  # passes in flight
+        self._none_running = asyncio.Event()
+        self._none_running.set()
         self._pause_listener = peering.KopfPauseListener(self.paused, self.resumed) if options.peering else None
         self._executor = ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="ttsfleet-pass")
         self._tasks: list[asyncio.Task[None]] = []
@@ -158,8 +160,7 @@ class Controller:
 
     async def _say_paused(self) -> None:
         """Once the passes in flight are done, tell the replica taking over that we stopped."""
-        while self._running:
-            await asyncio.sleep(_DRAIN_POLL_SECONDS)
+        await self._none_running.wait()
         if self._paused:
             await asyncio.to_thread(mark_paused, self.reconciler.kube, self.options, True)
 
@@ -222,12 +223,15 @@ class Controller:
                     observed = self.cache.observe(*key)
                     others_wait = self.queue.urgent_waiting()
                     self._running += 1
+                    self._none_running.clear()
                     try:
                         result = await loop.run_in_executor(
                             self._executor, self.reconciler.reconcile, key[0], key[1], observed, others_wait
                         )
                     finally:
                         self._running -= 1
+                        if not self._running:
+                            self._none_running.set()
                     if result is not None and result.status_deferred:
                         self.queue.add(key, urgent=False)  # comes back once the urgent lane is empty
             except asyncio.CancelledError:

@@ -4,26 +4,24 @@ failures show its tail."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ttsfleet.devcluster.cluster import ClusterHandle, free_port
+from ttsfleet.operator.spec import API_VERSION, KIND
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class OperatorProcess:
@@ -38,8 +36,8 @@ class OperatorProcess:
         self._extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
-        self.port = _free_port()
-        self.metrics_port = _free_port()
+        self.port = free_port()
+        self.metrics_port = free_port()
 
     @property
     def log_path(self) -> Path:
@@ -136,3 +134,20 @@ class OperatorProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+@contextmanager
+def watching(handle: ClusterHandle, namespace: str) -> Iterator[OperatorProcess]:
+    """On a cluster a module brought up for itself: the CRDs installed, ``namespace`` created, and
+    the operator running, scoped to that namespace; stopped afterwards."""
+    handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    handle.wait_crds_established()
+    handle.wait_for_owner_kind(API_VERSION, KIND)
+    handle.create_namespace(namespace)
+    handle.logs_dir.mkdir(parents=True, exist_ok=True)
+    operator = OperatorProcess(handle.env, handle.logs_dir / "operator.log", namespace=namespace)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()

@@ -4,7 +4,6 @@ operator run locally with the chart's arguments and identity."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -22,12 +21,6 @@ CRD_NAMES = ("ttsdeployments.tts.ttsfleet.io",)
 START_TIMEOUT_SECONDS = 60.0
 # What an operator without some permission prints, from kopf or from our client.
 PERMISSION_MARKERS = ("Forbidden", "forbidden", "Not enough permissions", " 403 ")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from chart_e2e import CRD_NAMES, ChartOperator, Release, adopt, free_port, helm, token_kubeconfig
+from chart_e2e import CRD_NAMES, ChartOperator, Release, adopt, helm, token_kubeconfig
 from chartkit import CHART, RELEASE
 
-from ttsfleet.devcluster.cluster import ClusterHandle
+from ttsfleet.devcluster.cluster import ClusterHandle, free_port
 from ttsfleet.operator.spec import API_VERSION, KIND
 
 

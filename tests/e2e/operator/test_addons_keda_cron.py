@@ -19,18 +19,16 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fleet_helpers import apply, condition, fleet, get, wait_for
-from operator_process import OperatorProcess
+from operator_process import OperatorProcess, watching
 
 from ttsfleet.devcluster.addons_cluster import running
 from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir
 from ttsfleet.operator.spec import API_VERSION, KIND
 
-REPO = Path(__file__).resolve().parents[3]
 NAMESPACE = "keda-cron"
 ALWAYS_ON = {"start": "0 0 1 1 *", "end": "59 23 31 12 *"}
 ALWAYS_OFF = {"start": "59 23 31 12 *", "end": "0 0 1 1 *"}
@@ -52,22 +50,8 @@ def keda_cluster() -> Iterator[tuple[ClusterHandle, dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def keda_operator(keda_cluster: tuple[ClusterHandle, dict[str, Any]]) -> Iterator[OperatorProcess]:
-    handle, _ = keda_cluster
-    handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    handle.wait_crds_established()
-    handle.wait_for_owner_kind(API_VERSION, KIND)
-    handle.kubectl("create", "namespace", NAMESPACE)
-    wait_for(
-        "the namespace's default ServiceAccount",
-        lambda: handle.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
-        30,
-    )
-    operator = OperatorProcess(handle.env, handle.logs_dir / "operator.log", namespace=NAMESPACE)
-    operator.start()
-    try:
+    with watching(keda_cluster[0], NAMESPACE) as operator:
         yield operator
-    finally:
-        operator.stop()
 
 
 def autoscaled(name: str, prometheus: str, schedules: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

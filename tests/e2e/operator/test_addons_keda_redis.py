@@ -16,19 +16,17 @@ import json
 import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fleet_helpers import apply, condition, fleet, get, wait_for
-from operator_process import OperatorProcess
+from operator_process import OperatorProcess, watching
 
 from ttsfleet.devcluster import addons_redis
 from ttsfleet.devcluster.addons_cluster import running
 from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir, free_port
 from ttsfleet.operator.spec import API_VERSION, KIND
 
-REPO = Path(__file__).resolve().parents[3]
 NAMESPACE = "keda-redis"
 SCALE_TIMEOUT = 180
 # The first run builds KEDA from source (5-10 min on an idle machine) inside the module fixture.
@@ -47,17 +45,8 @@ def keda_cluster() -> Iterator[ClusterHandle]:
 
 @pytest.fixture(scope="module")
 def keda_operator(keda_cluster: ClusterHandle) -> Iterator[OperatorProcess]:
-    handle = keda_cluster
-    handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    handle.wait_crds_established()
-    handle.wait_for_owner_kind(API_VERSION, KIND)
-    handle.create_namespace(NAMESPACE)
-    operator = OperatorProcess(handle.env, handle.logs_dir / "operator.log", namespace=NAMESPACE)
-    operator.start()
-    try:
+    with watching(keda_cluster, NAMESPACE) as operator:
         yield operator
-    finally:
-        operator.stop()
 
 
 @pytest.fixture(scope="module")

@@ -34,11 +34,14 @@ def _fits_a_cpu_node(path: Path) -> bool:
 def test_examples_that_fit_a_cpu_node_also_run_on_the_real_node() -> None:
     """Here every example runs on kwok nodes (scheduling and API behaviour only). The real node
     has no GPU, so only examples asking for none can run there; each of them must be applied by
-    a real-pod suite (tests/e2e/realpods), through real_fleet.load_example."""
+    a real-pod suite (tests/e2e/realpods), through ``Stage.adapt`` or ``real_fleet.load_example``."""
     on_real_pods = {
         path.name
         for path in EXAMPLES
-        if any(f'load_example("{path.name}")' in test.read_text() for test in REALPODS.glob("test_*.py"))
+        if any(
+            f'adapt("{path.name}")' in text or f'load_example("{path.name}")' in text
+            for text in (test.read_text() for test in REALPODS.glob("test_*.py"))
+        )
     }
     cpu_shaped = {path.name for path in EXAMPLES if _fits_a_cpu_node(path)}
     assert cpu_shaped, "no example fits a CPU node: the real-pod suites have nothing to run"

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
-from operator_process import OperatorProcess
+from operator_process import OperatorProcess, watching
 
 from ttsfleet.devcluster import upstream
 from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir, running
-from ttsfleet.operator.spec import API_VERSION, KIND
 
-REPO = Path(__file__).resolve().parents[3]
 NAMESPACE = "no-addons"
 NAME = "plain"
 
@@ -35,22 +32,8 @@ def bare_cluster() -> Iterator[ClusterHandle]:
 
 @pytest.fixture
 def bare_operator(bare_cluster: ClusterHandle) -> Iterator[OperatorProcess]:
-    bare_cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    bare_cluster.wait_crds_established()
-    bare_cluster.wait_for_owner_kind(API_VERSION, KIND)
-    bare_cluster.kubectl("create", "namespace", NAMESPACE)
-    wait_for(
-        "the namespace's default ServiceAccount",
-        lambda: bare_cluster.kubectl("get", "sa", "default", "-n", NAMESPACE, check=False).returncode == 0,
-        30,
-    )
-    bare_cluster.logs_dir.mkdir(parents=True, exist_ok=True)
-    operator = OperatorProcess(bare_cluster.env, bare_cluster.logs_dir / "operator.log", namespace=NAMESPACE)
-    operator.start()
-    try:
+    with watching(bare_cluster, NAMESPACE) as operator:
         yield operator
-    finally:
-        operator.stop()
 
 
 def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(

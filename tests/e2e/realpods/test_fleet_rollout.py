@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +23,11 @@ import pytest
 import yaml
 
 from ttsfleet import contract
-from ttsfleet.devcluster import binaries, hostnet, realnode
+from ttsfleet.devcluster import binaries, realnode
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.operator import naming
-from ttsfleet.realpods import model_server, operator_pod, real_fleet
+from ttsfleet.realpods import operator_pod, real_fleet, stage
 
 RELEASE = "ttsfleet-rollout"
 NAME = "tts-roll"
@@ -47,27 +46,17 @@ class Rolled:
 
 @pytest.fixture(scope="module")
 def rolled(cluster: ClusterHandle) -> Iterator[Rolled]:
-    if not cluster.real_nodes:
-        pytest.skip(f"this cluster has no real node: {hostnet.unavailable_reason() or 'held by another cluster'}")
-    namespace = f"rollout-{uuid.uuid4().hex[:5]}"
-    cluster.create_namespace(namespace)
-    source = model_server.start(cluster, namespace)
-    operator = operator_pod.install(cluster, RELEASE, f"{RELEASE}-system")
-    body = real_fleet.adapt(
-        real_fleet.load_example("cpu.yaml"),
-        image=cluster.images["worker"],
-        source=source,
-        revision=model_server.REVISION,
-    )
-    body["metadata"]["name"] = NAME
-    body["spec"]["replicas"] = 2
-    body["spec"]["resources"]["cpu"] = "500m"
-    state = Rolled(cluster, namespace, operator, body)
-    _apply(state, body)
-    _wait_rolled(state, cluster.images["worker"], what="fleet Ready with 2 pods")
-    yield state
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    operator_pod.uninstall(cluster, operator)
+    if reason := stage.unavailable(cluster):
+        pytest.skip(reason)
+    with stage.staged(cluster, "rollout", RELEASE) as staged:
+        body = staged.adapt("cpu.yaml")
+        body["metadata"]["name"] = NAME
+        body["spec"]["replicas"] = 2
+        body["spec"]["resources"]["cpu"] = "500m"
+        state = Rolled(cluster, staged.namespace, staged.operator, body)
+        _apply(state, body)
+        _wait_rolled(state, cluster.images["worker"], what="fleet Ready with 2 pods")
+        yield state
 
 
 def _apply(state: Rolled, body: dict[str, Any]) -> None:

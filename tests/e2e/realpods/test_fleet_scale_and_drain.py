@@ -13,19 +13,16 @@ status.coldStartP95Seconds) are printed, never asserted.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
 
-from ttsfleet.devcluster import hostnet
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.operator import naming
-from ttsfleet.realpods import model_server, operator_pod, real_fleet
+from ttsfleet.realpods import operator_pod, real_fleet, stage
 
 RELEASE = "ttsfleet-scale"
 NAME = "tts-scale"
@@ -46,29 +43,21 @@ class Scaled:
 
 @pytest.fixture(scope="module")
 def scaled(cluster: ClusterHandle) -> Iterator[Scaled]:
-    if not cluster.real_nodes:
-        pytest.skip(f"this cluster has no real node: {hostnet.unavailable_reason() or 'held by another cluster'}")
-    namespace = f"scale-{uuid.uuid4().hex[:5]}"
-    cluster.create_namespace(namespace)
-    source = model_server.start(cluster, namespace)
-    operator = operator_pod.install(cluster, RELEASE, f"{RELEASE}-system")
-    body = real_fleet.adapt(
-        real_fleet.load_example("cpu.yaml"),
-        image=cluster.images["worker"],
-        source=source,
-        revision=model_server.REVISION,
-    )
-    body["metadata"]["name"] = NAME
-    # Test adaptation (the node has 2 cores): three pods must fit beside the operator and model server.
-    body["spec"]["resources"]["cpu"] = real_fleet.cpu_share(3)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(body))
-    state = Scaled(cluster, namespace, operator)
-    _wait_fleet(state, 1, what=f"fleet {NAME} Ready with 1 pod")
-    state.cold[f"{NAME}-0"] = real_fleet.start_times(_pods(state)[f"{NAME}-0"])
-    yield state
-    cluster.kubectl("uncordon", cluster.real_nodes[0], check=False)
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    operator_pod.uninstall(cluster, operator)
+    if reason := stage.unavailable(cluster):
+        pytest.skip(reason)
+    with stage.staged(cluster, "scale", RELEASE) as staged:
+        body = staged.adapt("cpu.yaml")
+        body["metadata"]["name"] = NAME
+        # Test adaptation (the node has 2 cores): three pods must fit beside the operator and model server.
+        body["spec"]["resources"]["cpu"] = real_fleet.cpu_share(3)
+        staged.apply(body)
+        state = Scaled(cluster, staged.namespace, staged.operator)
+        try:
+            _wait_fleet(state, 1, what=f"fleet {NAME} Ready with 1 pod")
+            state.cold[f"{NAME}-0"] = real_fleet.start_times(_pods(state)[f"{NAME}-0"])
+            yield state
+        finally:
+            cluster.kubectl("uncordon", cluster.real_nodes[0], check=False)
 
 
 def _pods(state: Scaled) -> dict[str, dict[str, Any]]:

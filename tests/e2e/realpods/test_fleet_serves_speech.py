@@ -2,12 +2,12 @@
 
 On the local cluster's real node: the operator runs as a pod from its own image, installed by the
 Helm chart under the chart's ServiceAccount and RBAC; a model server pod serves generated ChatTTS
-weights over http (``tests/support/model_server.py``); ``examples/cpu.yaml`` is applied with only
-its image, model source and the real node's toleration/nodeSelector changed
-(``tests/support/real_fleet.py``). The kubelet runs the fetcher, which fills the cache PVC with its
-sha256 checks; Triton loads and warms ChatTTS; the readiness probe lets the pod into the Service;
-``ttsfleet-say`` and the client library stream through the fleet's client Service (its ClusterIP,
-reached from the host through kube-proxy).
+weights over http (``ttsfleet.realpods.model_server``; both set up by ``ttsfleet.realpods.stage``);
+``examples/cpu.yaml`` is applied with only its image, model source and the real node's
+toleration/nodeSelector changed (``ttsfleet.realpods.real_fleet``). The kubelet runs the fetcher,
+which fills the cache PVC with its sha256 checks; Triton loads and warms ChatTTS; the readiness
+probe lets the pod into the Service; ``ttsfleet-say`` and the client library stream through the
+fleet's client Service (its ClusterIP, reached from the host through kube-proxy).
 
 Figures (cold start split into fetch and load+warmup, first audio and total time of a streamed
 request) are printed, never asserted. Fleets whose fetch fails run first and are deleted before
@@ -19,7 +19,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ttsfleet import contract
-from ttsfleet.devcluster import hostnet
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.operator import naming, problems
-from ttsfleet.realpods import model_server, operator_pod, real_fleet
+from ttsfleet.realpods import model_server, real_fleet
+from ttsfleet.realpods.stage import Stage, staged, unavailable
 
 RELEASE = "ttsfleet-realpods"
 TEXT = (
@@ -44,14 +42,6 @@ TEXT = (
 )
 # Cold start on a busy 2-core machine: Triton and torch load from the image, then warm up.
 READY_TIMEOUT = 900
-
-
-@dataclass
-class Stage:
-    cluster: ClusterHandle
-    namespace: str
-    source: str
-    operator: operator_pod.OperatorPod
 
 
 @dataclass
@@ -68,42 +58,16 @@ def _ts(value: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def stage(cluster: ClusterHandle) -> Iterator[Stage]:
-    if not cluster.real_nodes:
-        pytest.skip(f"this cluster has no real node: {hostnet.unavailable_reason() or 'held by another cluster'}")
-    missing = {"operator", "worker"} - set(cluster.images)
-    if missing:
-        pytest.fail(f"images not imported: {sorted(missing)}; build them with `ttsfleet-cluster images`")
-    namespace = f"realpods-{uuid.uuid4().hex[:5]}"
-    cluster.create_namespace(namespace)
-    started = time.monotonic()
-    source = model_server.start(cluster, namespace)
-    print(f"\nmodel server serving at {source} after {time.monotonic() - started:.1f}s", flush=True)
-    started = time.monotonic()
-    operator = operator_pod.install(cluster, RELEASE, f"{RELEASE}-system")
-    print(f"chart-installed operator pod Ready after {time.monotonic() - started:.1f}s", flush=True)
-    yield Stage(cluster, namespace, source, operator)
-    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-    operator_pod.uninstall(cluster, operator)
-
-
-def _apply(stage: Stage, body: dict[str, Any]) -> None:
-    stage.cluster.kubectl("apply", "-n", stage.namespace, "-f", "-", input=yaml.safe_dump(body))
+    if reason := unavailable(cluster):
+        pytest.skip(reason)
+    with staged(cluster, "realpods", RELEASE) as ready:
+        yield ready
 
 
 def _fleet(stage: Stage, name: str, **model: Any) -> dict[str, Any]:
-    body = real_fleet.adapt(
-        real_fleet.load_example("cpu.yaml"),
-        image=stage.cluster.images["worker"],
-        source=model.get("source", stage.source),
-        revision=model_server.REVISION,
-        sha256=model.get("sha256"),
-    )
+    body = stage.adapt("cpu.yaml", **model)
     body["metadata"]["name"] = name
     return body
-
-
-def _describe(stage: Stage) -> str:
-    return real_fleet.describe(stage.cluster, stage.namespace) + "\noperator:\n" + stage.operator.logs(stage.cluster)
 
 
 def _delete_fleet(stage: Stage, name: str) -> None:
@@ -113,7 +77,7 @@ def _delete_fleet(stage: Stage, name: str) -> None:
         pods = real_fleet.get(stage.cluster, stage.namespace, "pods", "-l", f"app.kubernetes.io/instance={name}")
         return not pods["items"]
 
-    wait_for(gone, what=f"pods of fleet {name} gone", timeout=180, describe=lambda: _describe(stage))
+    wait_for(gone, what=f"pods of fleet {name} gone", timeout=180, describe=stage.describe)
     stage.cluster.kubectl("delete", "pvc", "-n", stage.namespace, "-l", f"app.kubernetes.io/instance={name}")
 
 
@@ -125,7 +89,7 @@ def test_a_pod_that_cannot_fetch_shows_the_fetchers_reason_on_the_fleet(stage: S
         source = model_server.unreachable_url(stage.cluster, stage.namespace)
         body, expected = _fleet(stage, "no-source", source=source), "Connection refused"
     name = body["metadata"]["name"]
-    _apply(stage, body)
+    stage.apply(body)
     try:
 
         def fetch_failed() -> dict[str, Any] | None:
@@ -138,7 +102,7 @@ def test_a_pod_that_cannot_fetch_shows_the_fetchers_reason_on_the_fleet(stage: S
             what=f"fleet {name} Ready=False with reason {problems.FETCH_FAILED}",
             timeout=300,
             interval=2,
-            describe=lambda: _describe(stage),
+            describe=stage.describe,
         )
         print(f"\n{failure}: Ready={ready['status']} {ready['reason']}: {ready['message']}", flush=True)
         assert ready["status"] == "False"
@@ -154,7 +118,7 @@ def fleet(stage: Stage) -> Fleet:
     name = body["metadata"]["name"]
     fleet = Fleet(name, body)
     applied = time.monotonic()
-    _apply(stage, body)
+    stage.apply(body)
     pod_name = f"{name}-0"
 
     def observe() -> bool:
@@ -180,7 +144,7 @@ def fleet(stage: Stage) -> Fleet:
         what=f"fleet {name} Ready=True (fetch, Triton load, warmup)",
         timeout=READY_TIMEOUT,
         interval=1,
-        describe=lambda: _describe(stage),
+        describe=stage.describe,
     )
     return fleet
 
@@ -328,7 +292,7 @@ def test_a_pod_deleted_while_streaming_finishes_the_stream_and_returns_warm(stag
 
     pod = wait_for(
         back_ready, what=f"{pod_name} recreated and Ready", timeout=READY_TIMEOUT, interval=2,
-        describe=lambda: _describe(stage),
+        describe=stage.describe,
     )  # fmt: skip
     fetch_log = stage.cluster.kubectl("logs", "-n", stage.namespace, pod_name, "-c", naming.FETCH_CONTAINER).stdout
     assert '"cache already holds this revision"' in fetch_log and "downloading" not in fetch_log, fetch_log

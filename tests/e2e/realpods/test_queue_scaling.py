@@ -30,7 +30,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,11 +39,13 @@ import pytest
 import yaml
 
 from ttsfleet import contract
-from ttsfleet.devcluster import addons_cluster, hostnet
+from ttsfleet.devcluster import addons_cluster
 from ttsfleet.devcluster.cluster import ClusterHandle
 from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.operator import naming
-from ttsfleet.realpods import model_server, operator_pod, real_fleet
+from ttsfleet.realpods import operator_pod, real_fleet
+from ttsfleet.realpods.stage import Stage as RealPodStage
+from ttsfleet.realpods.stage import staged, unavailable
 
 RELEASE = "ttsfleet-queue"
 READY_TIMEOUT = 900
@@ -70,36 +71,27 @@ def _ts(value: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def stage(cluster: ClusterHandle) -> Iterator[Stage]:
-    if not cluster.real_nodes:
-        pytest.skip(f"this cluster has no real node: {hostnet.unavailable_reason() or 'held by another cluster'}")
+    if reason := unavailable(cluster):
+        pytest.skip(reason)
     if os.environ.get("TTSFLEET_TEST_KUBECONFIG"):
         pytest.skip("the Prometheus and KEDA add-ons start next to a local cluster's control plane")
-    namespace = f"queue-{uuid.uuid4().hex[:5]}"
-    cluster.create_namespace(namespace)
     started = time.monotonic()
     with addons_cluster.attached(cluster, ("prometheus", "keda")) as info:
         print(f"\nprometheus + KEDA up on the session's cluster in {time.monotonic() - started:.1f}s", flush=True)
-        source = model_server.start(cluster, namespace)
-        operator = operator_pod.install(cluster, RELEASE, f"{RELEASE}-system")
-        state = Stage(cluster, namespace, info["prometheus"]["url"], operator)
-        try:
-            state.name = _apply_fleet(state, source)
-            yield state
-        finally:
-            # While KEDA still runs: its finalizer on the ScaledObject needs its operator.
-            cluster.kubectl("delete", "ttsd", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False)
-            cluster.kubectl("delete", "scaledobject", "--all", "-n", namespace, "--timeout=60s", check=False)
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-            operator_pod.uninstall(cluster, operator)
+        with staged(cluster, "queue", RELEASE) as ready:
+            state = Stage(cluster, ready.namespace, info["prometheus"]["url"], ready.operator)
+            try:
+                state.name = _apply_fleet(state, ready)
+                yield state
+            finally:
+                # While KEDA still runs: its finalizer on the ScaledObject needs its operator.
+                at = ("-n", ready.namespace)
+                cluster.kubectl("delete", "ttsd", "--all", *at, "--wait=true", "--timeout=120s", check=False)
+                cluster.kubectl("delete", "scaledobject", "--all", *at, "--timeout=60s", check=False)
 
 
-def _apply_fleet(state: Stage, source: str) -> str:
-    body = real_fleet.adapt(
-        real_fleet.load_example("autoscaling.yaml"),
-        image=state.cluster.images["worker"],
-        source=source,
-        revision=model_server.REVISION,
-    )
+def _apply_fleet(state: Stage, ready: RealPodStage) -> str:
+    body = ready.adapt("autoscaling.yaml")
     spec = body["spec"]
     # CPU, not a GPU; two pods at half a CPU fit the 2-core node beside the operator and the model
     # server (no CPU limit: a pod still uses what is free).

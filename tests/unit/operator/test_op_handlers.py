@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from fixtures_controller import CountingReconciler, FakeCache
 from fixtures_operator import FakeKube
 
 from ttsfleet.operator import cache, handlers, kinds, metrics, naming, peering
@@ -128,26 +129,6 @@ def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_with_fresh_di
     asyncio.run(events())
     assert sorted(controller.queued) == [("team-a", "x"), ("team-b", "y")]
     assert controller.reconciler.kube.discovery_resets == 1
-
-
-class FakeCache:
-    def __init__(self, fleets: list[tuple[str, str]]) -> None:
-        self._fleets = fleets
-
-    def fleets(self) -> list[tuple[str, str]]:
-        return list(self._fleets)
-
-    def observe(self, namespace: str, name: str) -> Observed:
-        return Observed(fleet=None)
-
-
-class CountingReconciler(Reconciler):
-    def __init__(self, kube: FakeKube) -> None:
-        super().__init__(kube)  # type: ignore[arg-type]
-        self.passes: list[tuple[str, str]] = []
-
-    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> None:
-        self.passes.append((namespace, name))
 
 
 def test_a_resync_runs_every_known_fleet_from_memory_once() -> None:

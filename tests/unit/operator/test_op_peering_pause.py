@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf._core.engines.peering as kopf_peering
+from fixtures_controller import CountingReconciler, FakeCache
 from fixtures_operator import FakeKube
 
 from ttsfleet.operator import metrics, peering
-from ttsfleet.operator.cache import Observed
 from ttsfleet.operator.controller import Controller, Options
 from ttsfleet.operator.kinds import Kind
-from ttsfleet.operator.reconcile import Reconciler
 
 KOPF_LOG = logging.getLogger(peering.KOPF_PEERING_LOGGER)
 PAUSING = "Pausing operations in favour of [<Peer new: priority=100>]."
@@ -54,26 +53,6 @@ class PeeringKube(FakeKube):
 
 def live(priority: int, **fields: Any) -> dict[str, Any]:
     return {"priority": priority, "lifetime": 60, "lastseen": datetime.now(UTC).isoformat(), **fields}
-
-
-class FakeCache:
-    def __init__(self, fleets: list[tuple[str, str]] | None = None) -> None:
-        self._fleets = fleets or []
-
-    def fleets(self) -> list[tuple[str, str]]:
-        return list(self._fleets)
-
-    def observe(self, namespace: str, name: str) -> Observed:
-        return Observed(fleet=None)
-
-
-class CountingReconciler(Reconciler):
-    def __init__(self, kube: FakeKube) -> None:
-        super().__init__(kube)  # type: ignore[arg-type]
-        self.passes: list[tuple[str, str]] = []
-
-    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> None:
-        self.passes.append((namespace, name))
 
 
 async def settled(controller: Controller) -> None:
