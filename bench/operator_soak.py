@@ -5,11 +5,17 @@ it holds to the API server (counted from /proc, not from the operator).
 
 Brings up its own local cluster (or uses ``--kubeconfig``), runs the operator as a process, and
 drives ``--cycles`` cycles (create a fleet with zero replicas, change it, delete it; several at a
-time). Samples are taken after ``--warmup`` cycles and at the end, both after the operator has
-finished two more resyncs (so that it is idle, not mid-pass). Prints one JSON line of figures;
-it asserts nothing (speed and size are figures to watch, not test budgets).
+time). Samples are taken after ``--warmup`` cycles, every ``--sample-every`` cycles and at the
+end, each after Kubernetes' garbage collector has removed the deleted fleets' children and the
+operator has finished two more resyncs (so that it is idle, not mid-pass). Prints one JSON line
+of figures; it asserts nothing (speed and size are figures to watch, not test budgets).
 
-    .venv/bin/python bench/operator_soak.py --cycles 1000 --warmup 100
+The warm-up must include a busy period as large as the ones measured: RSS keeps the high-water
+mark of the heap (what a burst of watch events used stays mapped, fragmented, between the live
+objects), while Python's objects stay flat. After 100 cycles RSS still grew ~10 % by cycle 1,000;
+after 1,000 it stays within 1 % for 2,000 more.
+
+    .venv/bin/python bench/operator_soak.py --cycles 3000 --warmup 1000 --sample-every 500
 """
 
 from __future__ import annotations
@@ -66,6 +72,10 @@ def process_figures(operator: OperatorProcess, apiserver_port: int) -> dict[str,
     gauges = operator.samples()
     return {
         "rss_kib": int(status["VmRSS"].split()[0]),
+        # RSS = anonymous memory (the heaps) + file-backed pages (code and data of the
+        # interpreter and its libraries, paged in as code paths first run) + shared memory.
+        "rss_anon_kib": int(status["RssAnon"].split()[0]),
+        "rss_file_kib": int(status["RssFile"].split()[0]),
         "threads": int(status["Threads"]),
         "open_files": len(fds),
         "sockets": sockets,
@@ -141,12 +151,19 @@ def settled_figures(handle: ClusterHandle, operator: OperatorProcess, port: int)
     return {**process_figures(operator, port), "garbage_collection_wait_s": collector_seconds}
 
 
-def soak(handle: ClusterHandle, cycles: int, warmup: int, parallel: int) -> dict[str, Any]:
+def soak(
+    handle: ClusterHandle,
+    cycles: int,
+    warmup: int,
+    parallel: int,
+    operator_env: dict[str, str],
+    sample_every: int | None = None,
+) -> dict[str, Any]:
     handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     handle.wait_crds_established("-f", str(REPO / "crds"))
     handle.kubectl("create", "namespace", NAMESPACE)
     log = Path(tempfile.mkdtemp(prefix="soak-")) / "operator.log"
-    operator = OperatorProcess(handle.env, log, namespace=NAMESPACE)
+    operator = OperatorProcess({**handle.env, **operator_env}, log, namespace=NAMESPACE)
     operator.start()
     client = kubernetes.config.new_client_from_config(config_file=str(handle.kubeconfig))
     api = kubernetes.client.CustomObjectsApi(client)
@@ -157,7 +174,14 @@ def soak(handle: ClusterHandle, cycles: int, warmup: int, parallel: int) -> dict
         with ThreadPoolExecutor(parallel) as pool:
             list(pool.map(lambda i: cycle(api, i), range(warmup)))
             samples["after_warmup"] = settled_figures(handle, operator, port)
-            list(pool.map(lambda i: cycle(api, i), range(warmup, cycles)))
+            # RSS along the way (settled at each point): a plateau, or growth without end?
+            step = sample_every or cycles
+            for done in range(warmup, cycles, step):
+                list(pool.map(lambda i: cycle(api, i), range(done, min(done + step, cycles))))
+                if done + step < cycles:
+                    figures = settled_figures(handle, operator, port)
+                    samples.setdefault("rss_kib_along", []).append((done + step, figures["rss_kib"]))
+                    print(f"after {done + step} cycles: RSS {figures['rss_kib']} KiB", file=sys.stderr)
         samples["at_end"] = settled_figures(handle, operator, port)
     finally:
         operator.stop()
@@ -167,10 +191,15 @@ def soak(handle: ClusterHandle, cycles: int, warmup: int, parallel: int) -> dict
         "cycles": cycles,
         "warmup_cycles": warmup,
         "parallel": parallel,
+        "operator_env": operator_env,
         "seconds": round(time.monotonic() - started, 1),
         **{f"{key}_after_warmup": value for key, value in first.items()},
         **{f"{key}_at_end": value for key, value in last.items()},
-        "rss_growth_percent": round(100.0 * (last["rss_kib"] - first["rss_kib"]) / first["rss_kib"], 2),
+        "rss_kib_along": [[warmup, first["rss_kib"]], *samples.get("rss_kib_along", []), [cycles, last["rss_kib"]]],
+        **{
+            f"{key[:-4]}_growth_percent": round(100.0 * (last[key] - first[key]) / first[key], 2)
+            for key in ("rss_kib", "rss_anon_kib", "rss_file_kib")
+        },
         **{f"{key}_growth": last[key] - first[key] for key in ("threads", "asyncio_tasks", "watch_streams")},
         "operator_log": str(log),
     }
@@ -178,22 +207,28 @@ def soak(handle: ClusterHandle, cycles: int, warmup: int, parallel: int) -> dict
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cycles", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--cycles", type=int, default=3000)
+    parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--sample-every", type=int, default=500, help="also sample (settled) every this many cycles")
     parser.add_argument("--kubeconfig", type=Path, help="an existing cluster instead of a fresh local one")
+    parser.add_argument(
+        "--operator-env", action="append", default=[], metavar="NAME=VALUE",
+        help="extra environment for the operator process (e.g. to compare allocators)",
+    )  # fmt: skip
     args = parser.parse_args()
+    operator_env = dict(item.split("=", 1) for item in args.operator_env)
     if args.kubeconfig:
         from ttsfleet.devcluster import binaries
 
         paths = binaries.ensure_binaries(("kubernetes",))
         handle = ClusterHandle(args.kubeconfig.parent, args.kubeconfig, paths["kubectl"])
-        print(json.dumps(soak(handle, args.cycles, args.warmup, args.parallel)))
+        print(json.dumps(soak(handle, args.cycles, args.warmup, args.parallel, operator_env, args.sample_every)))
         return 0
     # kwok nodes only: the fleets have no pods, and the machine's one real node stays free.
     kwargs: dict[str, Any] = {"real_nodes": 0} if "real_nodes" in inspect.signature(running).parameters else {}
     with running(default_workdir(f"soak-{os.getpid()}"), **kwargs) as handle:
-        print(json.dumps(soak(handle, args.cycles, args.warmup, args.parallel)))
+        print(json.dumps(soak(handle, args.cycles, args.warmup, args.parallel, operator_env, args.sample_every)))
     return 0
 
 

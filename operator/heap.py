@@ -4,7 +4,8 @@ Python's own objects do not grow over a soak (900 create/update/delete cycles: t
 40.55 → 40.68 MB, pymalloc's allocated blocks 28.73 → 28.76 MB), but the process's RSS did
 (+15 %): what a busy moment used stays mapped, in pymalloc arenas that keep a few live objects
 and in glibc's heap, fragmented. Trimming the latter after each resync took the soak to +10 %
-(bench/operator_soak.py). Both calls are no-ops where libc is not glibc."""
+(bench/operator_soak.py); once the busiest moment is behind it, RSS stays put (after 1,000
+cycles: within 1 % for 2,000 more). Both calls are no-ops where libc is not glibc."""
 
 from __future__ import annotations
 
