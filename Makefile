@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 demo: system-packages $(STAMP) images
 	$(VENV)/bin/python -m ttsfleet.demo $(if $(ADDONS),--with-addons$(if $(filter-out 1,$(ADDONS)),=$(ADDONS)))
 
+# Two workers (tests/conftest.py groups the tests so that each cluster, operator and tritonserver
+# starts once); PYTEST_WORKERS=0 runs them one after another in this process.
+PYTEST_WORKERS ?= 2
 test: system-packages $(STAMP) lint binaries images
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
 
 # Debian packages the real node needs (runc, CNI plugins, iptables, mmdebstrap, ...); instant when present.
 system-packages:

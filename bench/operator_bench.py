@@ -34,6 +34,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
+from kubernetes.dynamic import DynamicClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from ttsfleet.devcluster import addons, traffic
@@ -92,10 +94,48 @@ def rendered_children(cluster: ClusterHandle, namespace: str) -> list[dict[str, 
     return out
 
 
-def count_children(cluster: ClusterHandle, namespace: str) -> int:
-    plurals = ",".join(kind.plural for kind in kinds.CHILD_KINDS if kind not in kinds.OPTIONAL_KINDS)
-    selector = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
-    return len(kubectl_json(cluster, "get", plurals, "-n", namespace, "-l", selector)["items"])
+class ChildWatch:
+    """Every child the operator creates in a namespace, seen through one watch per kind (what
+    the API server sends every watcher anyway): polling with lists would load the API server, and
+    the 2 cores it shares with the operator, during the very time measured."""
+
+    def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
+        self._api = admin_client(cluster, pool=len(kinds.CHILD_KINDS))
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        dynamic = DynamicClient(self._api)
+        selector = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
+        self._threads: list[threading.Thread] = []
+        for kind in kinds.CHILD_KINDS:
+            if kind in kinds.OPTIONAL_KINDS:
+                continue
+            resource = dynamic.resources.get(api_version=kind.api_version, kind=kind.kind)
+            thread = threading.Thread(target=self._watch, args=(dynamic, resource, namespace, selector), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _watch(self, dynamic: DynamicClient, resource: Any, namespace: str, selector: str) -> None:
+        try:
+            while not self._stop.is_set():
+                # A watch the API server ends (its timeout) starts again; names already seen stay.
+                for event in dynamic.watch(resource, namespace=namespace, label_selector=selector, timeout=60):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        with self._lock:
+                            self._seen.add((resource.kind, event["object"].metadata.name))
+                    if self._stop.is_set():
+                        return
+        except Exception:
+            if not self._stop.is_set():  # closing the client ends a watch with an error: expected
+                raise
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._seen)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._api.close()
 
 
 def fleets_ready(cluster: ClusterHandle, namespace: str, n: int, settled: bool = False) -> bool:
@@ -312,11 +352,15 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
         before = traffic.requests(cluster, identity)
         counted_before = {name: operator.metric(name) for name in COUNTED}
+        watch = ChildWatch(cluster, op_ns)
         start = time.monotonic()
         # The fleets are applied the way the baseline applies the children: --workers threads.
         applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args.replicas), args.workers)
         expected = len(children)
-        children_at = wait(f"{expected} children", lambda: count_children(cluster, op_ns) >= expected, 600, 0.2)
+        try:
+            children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
+        finally:
+            watch.close()
         ready_at = wait(f"{n} fleets Ready", lambda: fleets_ready(cluster, op_ns, n), 900, 0.5)
         wait(f"{n} fleets settled", lambda: fleets_ready(cluster, op_ns, n, settled=True), 900, 0.5)
         resyncs = operator.metric("ttsfleet_operator_resyncs_total")

@@ -1,30 +1,53 @@
-"""Fixtures shared by every suite: the local Kubernetes cluster and one namespace per test.
+"""Fixtures shared by every suite: the local Kubernetes cluster and one namespace per test, and
+the grouping that lets ``pytest -n 2`` (``make test``) run two workers side by side.
 
-The cluster is started lazily, once per session, only when a test asks for it: unit and worker
-tests never pay for it. ``TTSFLEET_TEST_KUBECONFIG`` points the e2e suite at an existing cluster
-instead (a kind cluster, say); ``TTSFLEET_CLUSTER_BACKEND=kind`` makes the fixture create one.
+The cluster is started lazily, once per session (per xdist worker), only when a test asks for it:
+unit and worker tests never pay for it. It has kwok nodes only (scheduling and API behaviour);
+the real-pod suites get a cluster of their own that holds the machine's real node
+(tests/e2e/realpods/conftest.py). ``TTSFLEET_TEST_KUBECONFIG`` points the e2e suite at an
+existing cluster instead (a kind cluster, say); ``TTSFLEET_CLUSTER_BACKEND=kind`` makes the
+fixture create one.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from session_clusters import session_cluster
 
-from ttsfleet import logs
-from ttsfleet.devcluster import binaries
-from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir, reap_stale
-from ttsfleet.devcluster.kind import KindCluster
+from ttsfleet.devcluster.cluster import ClusterHandle
 
-_SUITE_MARKERS = {"unit": "unit", "e2e": "e2e", "worker": "worker"}
+# Everything that starts (or may start) a cluster holding this machine's real node, of which
+# there is one per machine: one group, run first because it is the longest.
+REAL_NODE_GROUP = "real-node"
+_ON_THE_REAL_NODE = ("tests/e2e/realpods/", "tests/e2e/test_demo.py")
+# The worker tests start tritonservers (one shared by several modules, tests/worker/conftest.py):
+# one group, so that it starts once and two of them never compete for the cores.
+WORKER_GROUP = "worker"
 
 
+def xdist_group(nodeid: str) -> str:
+    """The group of a test under ``make test``'s ``pytest -n 2``: a group runs on one worker, in
+    collection order. Per module otherwise, so that module fixtures (an operator, a cluster with
+    add-ons) start once."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith(_ON_THE_REAL_NODE):
+        return REAL_NODE_GROUP
+    if path.startswith("tests/worker/") and not path.startswith("tests/worker/unit/"):
+        return WORKER_GROUP
+    return path
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by folder so `-m unit` runs the fast part alone without per-file boilerplate."""
+    """Mark tests by folder so `-m unit` runs the fast part alone without per-file boilerplate;
+    the two longest groups go first (the scheduler hands groups out in this order), so that the
+    short ones fill the gaps at the end."""
     for item in items:
         parts = Path(str(item.fspath)).parts
         if "unit" in parts:
@@ -33,33 +56,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
         elif "worker" in parts:
             item.add_marker(pytest.mark.worker)
+    first = (REAL_NODE_GROUP, WORKER_GROUP)
+    items.sort(key=lambda item: first.index(group) if (group := xdist_group(item.nodeid)) in first else len(first))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` by :func:`xdist_group`. xdist's own loadgroup reads ``xdist_group``
+    marks by rewriting node ids, which pytest 9 no longer lets a plugin do; its scope scheduler
+    with our grouping function is the same thing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    config.option.loadscopereorder = False  # collection order (above), not the biggest group first
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[ClusterHandle]:
-    logs.configure()
-    external = os.environ.get("TTSFLEET_TEST_KUBECONFIG")
-    if external:
-        paths = binaries.ensure_binaries(("kubernetes", "helm"))
-        yield ClusterHandle(
-            Path(external).parent, Path(external), paths["kubectl"], paths["helm"], Path(external).parent
-        )
-        return
-    # One folder per session (named after its pid) so that two concurrent runs never share or
-    # stop each other's cluster; clusters of sessions that were killed are stopped here.
-    reap_stale("e2e")
-    workdir = default_workdir(f"e2e-{os.getpid()}")
-    if os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
-        kind = KindCluster(workdir, name="ttsfleet-e2e")
-        yield kind.up()
-        kind.down()
-        return
-    local = LocalCluster(workdir)
-    handle = local.up()
-    try:
-        yield handle
-    finally:
-        local.down()
+    # kwok nodes only: the real node belongs to the real-pod suites' cluster, whichever xdist
+    # worker starts its session cluster first.
+    yield from session_cluster("e2e", real_nodes=0)
 
 
 @pytest.fixture

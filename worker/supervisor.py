@@ -96,9 +96,15 @@ def fail(reason: str, termination_log: Path) -> int:
     return EXIT_FAILED
 
 
-def _gauge(exposition: str, name: str, model: str) -> float | None:
+def _gauge_values(exposition: str, name: str, model: str) -> list[float]:
+    """Every sample of gauge ``name`` labelled with ``model`` on a metrics page (one per instance
+    or other label set); empty while the page does not export it."""
     pattern = re.compile(rf'^{name}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}}\s+(\S+)', re.M)
-    values = [float(value) for value in pattern.findall(exposition)]
+    return [float(value) for value in pattern.findall(exposition)]
+
+
+def _gauge(exposition: str, name: str, model: str) -> float | None:
+    values = _gauge_values(exposition, name, model)
     return sum(values) if values else None
 
 
@@ -114,10 +120,7 @@ def nothing_open(exposition: str, model: str) -> bool:
 
 def engine_healthy(exposition: str, model: str) -> bool | None:
     """``tts_engine_healthy`` for ``model`` from a metrics page; None while it is not exported."""
-    pattern = re.compile(
-        rf'^{contract.METRIC_ENGINE_HEALTHY}\{{[^}}]*model="{re.escape(model)}"[^}}]*\}}\s+(\S+)', re.M
-    )
-    values = [float(value) for value in pattern.findall(exposition)]
+    values = _gauge_values(exposition, contract.METRIC_ENGINE_HEALTHY, model)
     return None if not values else min(values) >= 1.0
 
 

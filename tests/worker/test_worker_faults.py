@@ -9,7 +9,6 @@ Kubernetes restarts. Prints what it injected and measured (figures, not budgets)
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fleet_faults import report
 from worker_support import SERVER_ENV, TEST_SERVING
 
 from ttsfleet import contract
@@ -165,18 +165,13 @@ def test_killed_backend_stub_ends_every_open_stream_with_an_error_and_the_contai
         assert reason in log.read_text(errors="replace")  # and in the container log
         # Nothing of it is left behind: every other stub follows its tritonserver.
         _wait_gone(workdir)
-        print(
-            "\nFAULT stub-kill: "
-            + json.dumps(
-                {
-                    "streams": STREAMS,
-                    "chunks_before_error": chunks,
-                    "stream_errors_after_kill_s": [round(at - killed, 2) for at in ended_at],
-                    "worker_exit_after_kill_s": round(exited - killed, 2),
-                    "exit_code": exit_code,
-                }
-            ),
-            flush=True,
+        report(
+            "stub-kill",
+            streams=STREAMS,
+            chunks_before_error=chunks,
+            stream_errors_after_kill_s=[round(at - killed, 2) for at in ended_at],
+            worker_exit_after_kill_s=round(exited - killed, 2),
+            exit_code=exit_code,
         )
     finally:
         if worker.poll() is None:
@@ -240,18 +235,13 @@ def test_sigterm_finishes_the_open_stream_then_exits_although_an_idle_client_str
         assert "drained: no request left open" in text, text[-3000:]
         assert "Exit timeout expired" not in text
         assert exit_code == 0, (exit_code, text[-3000:])
-        print(
-            "\nFAULT sigterm-with-idle-stream: "
-            + json.dumps(
-                {
-                    "open_stream_chunks": len(chunks),
-                    "open_stream_done_after_sigterm_s": round(stream_done - signalled, 2),
-                    "worker_exit_after_sigterm_s": round(exited - signalled, 2),
-                    "drain_period_s": serving.drain_timeout_seconds,
-                    "exit_code": exit_code,
-                }
-            ),
-            flush=True,
+        report(
+            "sigterm-with-idle-stream",
+            open_stream_chunks=len(chunks),
+            open_stream_done_after_sigterm_s=round(stream_done - signalled, 2),
+            worker_exit_after_sigterm_s=round(exited - signalled, 2),
+            drain_period_s=serving.drain_timeout_seconds,
+            exit_code=exit_code,
         )
     finally:
         idle.close()

@@ -26,7 +26,7 @@ NAME = "plain"
 def bare_cluster() -> Iterator[ClusterHandle]:
     if os.environ.get("TTSFLEET_TEST_KUBECONFIG") or os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
         pytest.skip("needs a local cluster of its own (it installs CRDs mid-test)")
-    with running(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False) as handle:
+    with running(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False, real_nodes=0) as handle:
         yield handle
 
 
