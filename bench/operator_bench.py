@@ -239,7 +239,7 @@ def fleets_in(namespace: str, n: int, replicas: int) -> list[dict[str, Any]]:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, namespace: str, resync: float, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, resync: float, workers: int, log_path: Path) -> None:
         self.metrics_port, self.health_port = free_port(), free_port()
         self._log = log_path.open("ab")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -253,6 +253,8 @@ class Operator:
                 namespace,
                 "--resync-seconds",
                 str(resync),
+                "--workers",
+                str(workers),
                 "--metrics-port",
                 str(self.metrics_port),
                 "--liveness",
@@ -346,7 +348,9 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
     direct_s = apply_all(cluster, children, args.workers)
     print(f"N={n}: direct server-side apply of {len(children)} children: {direct_s:.2f} s", flush=True)
 
-    operator = Operator(identity.kubeconfig, op_ns, args.resync_seconds, logs / f"operator-{n}.log")
+    operator = Operator(
+        identity.kubeconfig, op_ns, args.resync_seconds, args.operator_workers, logs / f"operator-{n}.log"
+    )
     try:
         # Started, listed and through one resync: what follows is the reaction to new fleets.
         wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
@@ -420,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync-seconds", type=float, default=10.0)
     parser.add_argument("--idle-periods", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8, help="threads of the direct-apply baseline")
+    parser.add_argument("--operator-workers", type=int, default=8, help="the operator's --workers")
     parser.add_argument("--edits", type=int, default=20, help="spec edits timed until the StatefulSet follows")
     args = parser.parse_args(argv)
 

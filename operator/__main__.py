@@ -34,6 +34,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--log-format", default="json", choices=("json", "plain"), help="default: json")
     parser.add_argument("--resync-seconds", type=float, default=30.0, help="periodic reconcile of every fleet")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=Options.max_workers,
+        help=f"fleets reconciled at once (default: {Options.max_workers})",
+    )
+    parser.add_argument(
         "--peering",
         metavar="NAME",
         help="run as one of several replicas (KopfPeering NAME; only the highest priority is active)",
@@ -54,6 +60,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (off by default)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, not {args.workers}")
     if args.priority is None:
         args.priority = secrets.randbelow(2**31 - 1) + 1 if args.peering else 0
     return args
@@ -81,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=namespaces,
         clusterwide=args.all_namespaces or not namespaces,
         resync_seconds=args.resync_seconds,
+        max_workers=args.workers,
         peering=args.peering,
         identity=identity,
         priority=args.priority,

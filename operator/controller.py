@@ -38,6 +38,9 @@ class Options:
     clusterwide: bool = False
     resync_seconds: float = 30.0
     max_workers: int = 8
+    # How long a fleet's pass waits after a pod or a child's status moved, gathering the rest of
+    # the burst: its status follows a pod that late, and a pod's start costs one pass, not several.
+    coalesce_seconds: float = 1.0
     # HA: the kopf peering this replica belongs to (None: standalone), its identity and priority.
     peering: str | None = None
     identity: str = ""
@@ -111,6 +114,9 @@ class Controller:
         self._running = 0  # passes in flight
         self._none_running = asyncio.Event()
         self._none_running.set()
+        self._urgent_running = 0  # passes in flight from the urgent lane
+        self._no_urgent_running = asyncio.Event()
+        self._no_urgent_running.set()
         self._pause_listener = peering.KopfPauseListener(self.paused, self.resumed) if options.peering else None
         self._executor = ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="ttsfleet-pass")
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,6 +126,16 @@ class Controller:
     def enqueue(self, key: Key, urgent: bool = True) -> None:
         self.queue.add(key, urgent)
         metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def enqueue_report(self, key: Key) -> None:
+        """Something the fleet reports on moved (a pod, a controller's status on a child): a
+        pass after ``Options.coalesce_seconds``, one for the whole burst (requeue.WorkQueue)."""
+        self.queue.add_coalesced(key, self.options.coalesce_seconds)
+        metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    @property
+    def passes_running(self) -> int:
+        return self._running
 
     def saw_event(self, namespace: str | None) -> None:
         """kopf delivers watch events only while this replica is active (for that namespace)."""
@@ -216,12 +232,20 @@ class Controller:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            key = await self.queue.get()
+            key, urgent = await self.queue.get_with_lane()
             try:
+                if urgent:
+                    self._urgent_running += 1
+                    self._no_urgent_running.clear()
+                else:
+                    # A status write or a pod's report waits until the children of new and
+                    # edited fleets are applied: its requests would slow theirs down.
+                    await self._no_urgent_running.wait()
                 if self._is_active(key[0]):
                     # Read the cache here, on the loop that kopf updates it from.
                     observed = self.cache.observe(*key)
-                    others_wait = self.queue.urgent_waiting()
+                    # Other new or edited fleets still wait for (or are getting) their children.
+                    others_wait = self.queue.urgent_waiting() or (urgent and self._urgent_running > 1)
                     self._running += 1
                     self._none_running.clear()
                     try:
@@ -233,12 +257,16 @@ class Controller:
                         if not self._running:
                             self._none_running.set()
                     if result is not None and result.status_deferred:
-                        self.queue.add(key, urgent=False)  # comes back once the urgent lane is empty
+                        self.queue.add(key, urgent=False)  # back once no urgent pass is left
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("pass of %s/%s failed", *key)
             finally:
+                if urgent:
+                    self._urgent_running -= 1
+                    if not self._urgent_running:
+                        self._no_urgent_running.set()
                 self.queue.done(key)
                 due = self.reconciler.retries.pending(key)
                 if due is not None:

@@ -69,10 +69,12 @@ async def on_child_event(
         return
     if type != "DELETED" and controller.reconciler.own_apply(namespace, owner, body):
         return
-    # A controller reporting on a child we applied (a StatefulSet's status) is not urgent; a
-    # deleted child, or one whose spec someone changed, is.
-    urgent = type == "DELETED" or not controller.reconciler.known_generation(namespace, owner, body)
-    controller.enqueue((namespace, owner), urgent)
+    # A deleted child, or one whose spec someone changed, is urgent; a controller reporting on a
+    # child we applied (a StatefulSet's status) is something the fleet reports on.
+    if type == "DELETED" or not controller.reconciler.known_generation(namespace, owner, body):
+        controller.enqueue((namespace, owner))
+    else:
+        controller.enqueue_report((namespace, owner))
 
 
 async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
@@ -80,7 +82,7 @@ async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], n
     controller.saw_event(namespace)
     owner = labels.get(naming.LABEL_INSTANCE)
     if type is not None and owner and namespace:
-        controller.enqueue((namespace, owner), urgent=False)
+        controller.enqueue_report((namespace, owner))
 
 
 async def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:
@@ -132,7 +134,8 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     # A peering replica starts paused until kopf (and our resync) see it is the active one.
     metrics.ACTIVE.set(0 if options.peering is not None else 1)
     metrics.watch_loop(asyncio.get_running_loop())
-    kube = await asyncio.to_thread(Kube.connect)
+    # One connection per pass worker, and two for the resync and the peering.
+    kube = await asyncio.to_thread(Kube.connect, None, options.max_workers + 2)
     if options.peering is not None:
         await asyncio.to_thread(ensure_peering, kube, options)
     retries: requeue.Backoff[tuple[str, str]] = requeue.Backoff(limit=max(1.0, options.resync_seconds))

@@ -45,13 +45,17 @@ class Kube:
         self._served_lock = threading.Lock()
 
     @classmethod
-    def connect(cls, context: str | None = None) -> Kube:
-        """In-cluster credentials when running in a pod, else the current kube context."""
+    def connect(cls, context: str | None = None, connections: int = 10) -> Kube:
+        """In-cluster credentials when running in a pod, else the current kube context;
+        ``connections``: how many requests may be in flight at once without a new TLS connection
+        each (the client's default pool is 5 per CPU of the machine, not of the pod)."""
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config(context=context)
-        return cls(client.ApiClient())
+            config.load_kube_config(context=context, client_configuration=configuration)
+        configuration.connection_pool_maxsize = connections
+        return cls(client.ApiClient(configuration))
 
     def close(self) -> None:
         self._api.close()

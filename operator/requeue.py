@@ -59,7 +59,12 @@ class WorkQueue(Generic[K]):
 
     Two lanes: urgent keys (a new or changed fleet, a child edited or deleted, a retry) are handed
     out before the rest (pods moving, the resync), so that a burst of new fleets gets its children
-    before the status updates of fleets already converging."""
+    before the status updates of fleets already converging.
+
+    What a fleet only reports on (its pods moving, a controller's status on a child) is coalesced
+    (``add_coalesced``): one pod's start is a burst of events (scheduled, initialised, running,
+    ready), each followed by the StatefulSet's and the PodDisruptionBudget's status; the key waits
+    a moment from the first of them, and the burst makes one pass instead of one each."""
 
     def __init__(self) -> None:
         self._urgent: deque[K] = deque()
@@ -67,12 +72,16 @@ class WorkQueue(Generic[K]):
         self._queued: dict[K, bool] = {}  # key -> in the urgent lane
         self._active: set[K] = set()
         self._dirty: dict[K, bool] = {}
+        self._settling: dict[K, asyncio.TimerHandle] = {}  # coalesced keys, until their delay ends
         self._items = asyncio.Semaphore(0)
 
     def __len__(self) -> int:
-        return len(self._queued)
+        return len(self._queued) + len(self._settling)
 
     def add(self, key: K, urgent: bool = True) -> None:
+        # Added now: a coalesced add of the same key has nothing left to do.
+        if (settling := self._settling.pop(key, None)) is not None:
+            settling.cancel()
         if key in self._active:
             self._dirty[key] = self._dirty.get(key, False) or urgent
         elif key not in self._queued:
@@ -87,12 +96,30 @@ class WorkQueue(Generic[K]):
     def add_after(self, key: K, delay: float, urgent: bool = True) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key, urgent)
 
+    def add_coalesced(self, key: K, delay: float) -> None:
+        """Add ``key`` to the later lane ``delay`` seconds from now, unless it is already waiting
+        (queued, or coalescing since an earlier event): the pass reads the cache when it runs, so
+        it sees every event of the burst. A key whose pass is running is added again: that pass
+        may have read the cache before this event."""
+        if key in self._queued or key in self._settling:
+            return
+        self._settling[key] = asyncio.get_running_loop().call_later(delay, self._settled, key)
+
+    def _settled(self, key: K) -> None:
+        if self._settling.pop(key, None) is not None:
+            self.add(key, urgent=False)
+
     async def get(self) -> K:
+        return (await self.get_with_lane())[0]
+
+    async def get_with_lane(self) -> tuple[K, bool]:
+        """The next key, and whether it came from the urgent lane."""
         await self._items.acquire()
-        key = self._urgent.popleft() if self._urgent else self._later.popleft()
+        urgent = bool(self._urgent)
+        key = self._urgent.popleft() if urgent else self._later.popleft()
         del self._queued[key]
         self._active.add(key)
-        return key
+        return key, urgent
 
     def done(self, key: K) -> None:
         self._active.discard(key)
@@ -104,4 +131,4 @@ class WorkQueue(Generic[K]):
         return bool(self._urgent)
 
     def idle(self) -> bool:
-        return not self._queued and not self._active
+        return not self._queued and not self._active and not self._settling

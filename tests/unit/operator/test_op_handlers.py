@@ -4,6 +4,7 @@ that no handler needs a finalizer."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +71,9 @@ class FakeController:
         self.queued.append(key)
         self.urgent.append(urgent)
 
+    def enqueue_report(self, key: tuple[str, str]) -> None:
+        self.enqueue(key, urgent=False)
+
     def enqueue_all(self) -> int:
         self.queued += self.fleets
         return len(self.fleets)
@@ -106,7 +110,7 @@ def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
     # rv 7 is our own status write, rv 9 our own apply, None an initial listing: no pass for those;
     # a deleted child is drift, a deleted fleet is forgotten.
     assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "d")]
-    # A controller's status report and a pod moving wait behind fleets with real work.
+    # A controller's status report and a pod moving wait behind fleets with real work (coalesced).
     assert controller.urgent == [True, False, True, False]
     assert controller.reconciler.forgotten == [("ns", "b")]
 
@@ -241,6 +245,26 @@ def test_the_queue_hands_out_urgent_keys_first_and_never_one_key_twice_at_once()
     asyncio.run(drain())
 
 
+def test_a_burst_of_reports_on_one_fleet_makes_one_pass_after_the_delay_and_real_work_does_not_wait() -> None:
+    async def burst() -> None:
+        queue: WorkQueue[str] = WorkQueue()
+        for _ in range(5):  # one pod starting: scheduled, initialised, running, ready, STS status
+            queue.add_coalesced("pods-moving", 0.05)
+        assert len(queue) == 1 and not queue.idle()  # waiting counts: a resync waits for it too
+        queue.add_coalesced("edited", 60)
+        queue.add("edited")  # then real work for the same fleet: now, and only once
+        assert await queue.get() == "edited"
+        queue.done("edited")
+        assert await asyncio.wait_for(queue.get(), 5) == "pods-moving"
+        queue.add_coalesced("pods-moving", 0.05)  # while its pass runs: that pass may have missed it
+        queue.done("pods-moving")
+        assert await asyncio.wait_for(queue.get(), 5) == "pods-moving"
+        queue.done("pods-moving")
+        assert queue.idle() and len(queue) == 0
+
+    asyncio.run(burst())
+
+
 class DeferringReconciler(Reconciler):
     """Defers the status of its first pass of each fleet, as a real pass does while others wait."""
 
@@ -274,3 +298,47 @@ def test_a_pass_that_left_its_status_for_later_comes_back_after_the_waiting_flee
     # Every fleet gets its children before any fleet comes back for its status.
     assert order[:3] == ["a", "b", "c"] and sorted(order[3:]) == ["a", "b", "c"]
     assert [wait for _, wait in reconciler.passes[:3]] == [True, True, False]
+
+
+class GatedReconciler(Reconciler):
+    """Holds the pass of fleet "new" until the test lets it go; records when each pass started."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube)  # type: ignore[arg-type]
+        self.gate = threading.Event()
+        self.started: list[str] = []
+
+    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> Any:
+        from ttsfleet.operator.reconcile import Result
+
+        self.started.append(name)
+        if name == "new":
+            self.gate.wait(30)
+        return Result()
+
+
+def test_a_report_waits_for_the_children_of_a_new_fleet_even_with_a_worker_free() -> None:
+    reconciler = GatedReconciler(FakeKube())
+    controller = Controller(reconciler, FakeCache([]), Options(clusterwide=True, max_workers=2))  # type: ignore[arg-type]
+
+    async def run() -> list[str]:
+        controller.start()
+        controller.enqueue(("ns", "new"))
+        while reconciler.started != ["new"]:
+            await asyncio.sleep(0.01)
+        controller.queue.add(("ns", "pods-moved"), urgent=False)
+        # Either its pass ran beside the new fleet's, or the second worker took it (a pass that
+        # starts counts in the same step) and holds it.
+        while not (
+            "pods-moved" in reconciler.started or (not len(controller.queue) and controller.passes_running == 1)
+        ):
+            await asyncio.sleep(0.01)
+        overlapped = "pods-moved" in reconciler.started
+        reconciler.gate.set()
+        while not controller.queue.idle():
+            await asyncio.sleep(0.01)
+        await controller.stop()
+        return overlapped
+
+    assert not asyncio.run(run())
+    assert reconciler.started == ["new", "pods-moved"]
