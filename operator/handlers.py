@@ -135,7 +135,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     metrics.ACTIVE.set(0 if options.peering is not None else 1)
     metrics.watch_loop(asyncio.get_running_loop())
     # One connection per pass worker, and two for the resync and the peering.
-    kube = await asyncio.to_thread(Kube.connect, None, options.max_workers + 2)
+    kube = await asyncio.to_thread(Kube.connect, None, connections=options.max_workers + 2)
     if options.peering is not None:
         await asyncio.to_thread(ensure_peering, kube, options)
     retries: requeue.Backoff[tuple[str, str]] = requeue.Backoff(limit=max(1.0, options.resync_seconds))
