@@ -86,12 +86,25 @@ def scale_path(namespace: str) -> str:
 
 
 def autoscaler_writes(cluster: Any, namespace: str, replicas: int) -> None:
-    """What the HPA does each sync: read the Scale, set spec.replicas, PUT it back."""
-    scale = json.loads(cluster.kubectl("get", "--raw", scale_path(namespace)).stdout)
-    scale["spec"]["replicas"] = replicas
-    cluster.kubectl(
-        "replace", "--raw", f"{scale_path(namespace)}?fieldManager={HPA_MANAGER}", "-f", "-", input=json.dumps(scale)
-    )
+    """What the HPA does each sync: read the Scale, set spec.replicas, PUT it back; a conflict (the
+    operator wrote the fleet's status in between) sends it back to read again, as the HPA's next
+    sync would."""
+    for _ in range(10):
+        scale = json.loads(cluster.kubectl("get", "--raw", scale_path(namespace)).stdout)
+        scale["spec"]["replicas"] = replicas
+        result = cluster.kubectl(
+            "replace",
+            "--raw",
+            f"{scale_path(namespace)}?fieldManager={HPA_MANAGER}",
+            "-f",
+            "-",
+            input=json.dumps(scale),
+            check=False,
+        )
+        if result.returncode == 0:
+            return
+        assert "(Conflict)" in result.stderr, result.stderr
+    raise AssertionError(f"the Scale of {NAME} conflicted 10 times in a row: {result.stderr}")
 
 
 def sts_replicas(cluster: Any, namespace: str) -> int | None:
