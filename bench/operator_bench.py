@@ -365,6 +365,17 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
             children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
         finally:
             watch.close()
+        # What the operator had sent by then: anything beyond the children's applies is what
+        # separates its time from the direct apply's.
+        until_children = traffic.requests(cluster, identity) - before
+        counted_until = {name: (operator.metric(name) - counted_before[name]) / n for name in COUNTED}
+        print(
+            f"N={n}: until every child existed, per fleet: {counted_until[PASSES]:.1f} passes, "
+            f"{counted_until[APPLIES]:.1f} child applies, {counted_until[STATUS_WRITES]:.1f} status writes, "
+            f"{until_children.writes / n - counted_until[APPLIES] - counted_until[STATUS_WRITES]:.1f} other "
+            f"writes, {until_children.reads / n:.1f} reads",
+            flush=True,
+        )
         ready_at = wait(f"{n} fleets Ready", lambda: fleets_ready(cluster, op_ns, n), 900, 0.5)
         wait(f"{n} fleets settled", lambda: fleets_ready(cluster, op_ns, n, settled=True), 900, 0.5)
         resyncs = operator.metric("ttsfleet_operator_resyncs_total")
