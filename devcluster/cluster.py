@@ -16,12 +16,11 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import yaml
 from ttsfleet.cache import cache_root
 from ttsfleet.devcluster import addons, binaries, hostnet, images, pki, realnode, upstream
 from ttsfleet.devcluster.waiting import wait_for
+from ttsfleet.ports import free_port
 
 log = logging.getLogger("ttsfleet.devcluster")
 
@@ -43,12 +43,6 @@ _REAL_NODE_BY_DEFAULT = True
 
 def default_workdir(name: str) -> Path:
     return cache_root() / "clusters" / name
-
-
-def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

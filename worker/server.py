@@ -48,7 +48,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -63,6 +62,7 @@ from types import FrameType
 
 from ttsfleet import contract, logs
 from ttsfleet.contract import ServingConfig, render_triton_config
+from ttsfleet.ports import free_port
 from ttsfleet.worker import supervisor
 
 log = logging.getLogger("ttsfleet.worker.server")
@@ -103,12 +103,6 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def packaged_model_file(kind: str = "chattts") -> Path:
