@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 import prometheus_client
 
-from ttsfleet.operator import heap, peering
+from ttsfleet.operator import heap, kopf_rescan, peering
 from ttsfleet.operator.handlers import Options, build_registry
 
 
@@ -95,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         priority=args.priority,
         peering_lifetime=args.peering_lifetime,
     )
-    memo = kopf.Memo(options=options)
+    registry = build_registry()
+    # Shared with kopf so that the operator can have it rescan discovery (discovery.py says why).
+    insights = kopf_rescan.new_insights()
+    memo = kopf.Memo(options=options, registry=registry, insights=insights)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port)
     try:
         asyncio.run(
             kopf.operator(
-                registry=build_registry(),
+                registry=registry,
+                insights=insights,
                 memo=memo,
                 clusterwide=options.clusterwide,
                 namespaces=namespaces,

@@ -23,7 +23,7 @@ from typing import Any
 
 import kopf
 
-from ttsfleet.operator import cache, kinds, metrics, naming, requeue, spec
+from ttsfleet.operator import cache, discovery, kinds, kopf_rescan, metrics, naming, requeue, spec
 from ttsfleet.operator.controller import Controller, Options
 from ttsfleet.operator.kube import ApiError, Kube
 from ttsfleet.operator.reconcile import Reconciler
@@ -32,7 +32,8 @@ __all__ = ["Options", "build_registry", "ensure_peering"]
 
 log = logging.getLogger(__name__)
 
-OPTIONAL_CRDS = frozenset(kind.crd_name for kind in kinds.OPTIONAL_KINDS)
+OPTIONAL_KINDS_BY_CRD = {kind.crd_name: kind for kind in kinds.OPTIONAL_KINDS}
+OPTIONAL_CRDS = frozenset(OPTIONAL_KINDS_BY_CRD)
 # Server-side label selectors: the API server sends only our children and the fleets' pods.
 CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
 POD_SELECTOR = f"{naming.LABEL_NAME}={naming.APP_NAME}"
@@ -67,7 +68,9 @@ async def on_child_event(
     owner = labels.get(naming.LABEL_DEPLOYMENT)
     if type is None or not owner or not namespace:
         return
-    if type != "DELETED" and controller.reconciler.own_apply(namespace, owner, body):
+    if type == "DELETED":
+        controller.reconciler.child_deleted(namespace, owner, body)
+    elif controller.reconciler.own_apply(namespace, owner, body):
         return
     # A deleted child, or one whose spec someone changed, is urgent; a controller reporting on a
     # child we applied (a StatefulSet's status) is something the fleet reports on.
@@ -85,16 +88,41 @@ async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], n
         controller.enqueue_report((namespace, owner))
 
 
-async def on_optional_crd_event(memo: Any, type: str | None, name: str, **_: Any) -> None:
-    """KEDA's or the Prometheus Operator's CRD installed or removed while fleets run: re-read
-    discovery and reconcile every fleet now, so ScaledObjects and ServiceMonitors (and the
-    conditions saying they cannot exist) follow within seconds, not at the discovery cache's TTL."""
+async def on_optional_crd_event(memo: Any, type: str | None, name: str, body: Any, **_: Any) -> None:
+    """KEDA's or the Prometheus Operator's CRD installed or removed while fleets run: once
+    discovery agrees with the CRD (discovery.py), kopf rescans and every fleet is reconciled, so
+    ScaledObjects and ServiceMonitors (and the conditions saying they cannot exist) follow within
+    seconds, not at the discovery cache's TTL."""
+    follower: discovery.DiscoveryFollower = memo["discovery"]
+    kind = OPTIONAL_KINDS_BY_CRD[name]
     if type is None:
-        return  # the initial listing: every fleet's first pass reads discovery anyway
+        follower.note(kind, body)  # the initial listing: every fleet's first pass reads discovery anyway
+    else:
+        follower.follow(kind, None if type == "DELETED" else body)
+
+
+async def on_discovery_agreement(memo: Any, settings: kopf.OperatorSettings, agreement: discovery.Agreement) -> None:
     controller: Controller = memo["controller"]
     controller.reconciler.kube.forget_served()
+    insights = memo.get("insights")
+    if insights is not None:
+        try:
+            await kopf_rescan.rescan_group(
+                agreement.kind.group, settings=settings, registry=memo["registry"], insights=insights
+            )
+        except Exception as err:  # the passes below still see the new kind
+            log.warning(
+                "kopf could not rescan %s (its watch waits for the next CRD event): %s", agreement.kind.group, err
+            )
     count = controller.enqueue_all()
-    log.info("CRD %s %s: reconciling %d fleets", name, type.lower(), count)
+    log.info(
+        "CRD %s: discovery %s %s after %.1f s; reconciling %d fleets",
+        agreement.kind.crd_name,
+        "lists" if agreement.served else "does not list",
+        agreement.kind.kind,
+        agreement.waited_seconds,
+        count,
+    )
 
 
 def ensure_peering(kube: Kube, options: Options) -> None:
@@ -143,10 +171,16 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     # kopf hands its indexes to every handler, this one included (empty until the listings).
     controller = Controller(reconciler, cache.Cache(kwargs), options)
     memo["controller"] = controller
+    memo["discovery"] = discovery.DiscoveryFollower(
+        kube.discover, lambda agreement: on_discovery_agreement(memo, settings, agreement)
+    )
     controller.start()
 
 
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    follower: discovery.DiscoveryFollower | None = memo.get("discovery")
+    if follower is not None:
+        await follower.stop()
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.stop()

@@ -43,6 +43,7 @@ class Kube:
         self._field_manager = field_manager
         self._served: dict[str, tuple[bool, float]] = {}
         self._served_lock = threading.Lock()
+        self._served_epoch = 0
 
     @classmethod
     def connect(cls, context: str | None = None, connections: int = 10) -> Kube:
@@ -103,9 +104,11 @@ class Kube:
             raise
 
     def list_objects(
-        self, kind: Kind, namespace: str | None, label_selector: str | None = None
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
     ) -> list[dict[str, Any]]:
         query = [("labelSelector", label_selector)] if label_selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         result = self._call("GET", kind.path(namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         for item in items:
@@ -114,28 +117,43 @@ class Kube:
             item.setdefault("kind", kind.kind)
         return items
 
+    def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object by name through a list (the operator may list its children, not get them)."""
+        found = self.list_objects(kind, namespace, field_selector=f"metadata.name={name}")
+        return found[0] if found else None
+
     def served(self, kind: Kind) -> bool:
-        """Whether the API server serves this kind (its CRD is installed)."""
+        """Whether the API server serves this kind (its CRD is installed), as discovery said at
+        most ``DISCOVERY_TTL_SECONDS`` ago or since the last :meth:`forget_served`."""
         now = time.monotonic()
+        key = kind.api_version + "/" + kind.plural
         with self._served_lock:
-            cached = self._served.get(kind.api_version + "/" + kind.plural)
+            cached = self._served.get(key)
+            epoch = self._served_epoch
         if cached and now - cached[1] < DISCOVERY_TTL_SECONDS:
             return cached[0]
+        found = self.discover(kind)
+        with self._served_lock:
+            # An answer asked for before a forget_served() may predate the CRD event behind it.
+            if epoch == self._served_epoch:
+                self._served[key] = (found, now)
+        return found
+
+    def discover(self, kind: Kind) -> bool:
+        """Whether discovery lists this kind right now (no cache)."""
         try:
             resources = self._call("GET", kind.base_path()).get("resources") or []
-            found = any(r.get("name") == kind.plural for r in resources)
         except ApiError as err:
             if err.status != 404:
                 raise
-            found = False
-        with self._served_lock:
-            self._served[kind.api_version + "/" + kind.plural] = (found, now)
-        return found
+            return False
+        return any(r.get("name") == kind.plural for r in resources)
 
     def forget_served(self) -> None:
         """Drop cached discovery answers (a CRD came or went)."""
         with self._served_lock:
             self._served.clear()
+            self._served_epoch += 1
 
     def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
         kind = kind_of(obj)

@@ -43,6 +43,17 @@ log = logging.getLogger(__name__)
 
 # Client errors that retrying the same object will not fix: report them, keep going.
 _REPORTABLE_STATUSES = frozenset({400, 403, 404, 409, 422})
+# The watch normally shows our apply of a child within a second; one it has not shown after this
+# long is looked up on the API server (one read, so a slow watch costs no extra apply).
+WATCH_SHOWS_AN_APPLY_SECONDS = 15.0
+
+
+def _addon_in_flux(kind: kinds.Kind, err: ApiError) -> bool:
+    """An add-on's kind refused because its CRD is being deleted (403 "create not allowed while
+    custom resource definition is terminating") or is gone while discovery still lists it (404)."""
+    if kind not in kinds.OPTIONAL_KINDS:
+        return False
+    return err.status == 404 or (err.status == 403 and "definition is terminating" in err.message)
 
 
 def utcnow() -> str:
@@ -154,6 +165,7 @@ class _Applied:
     stamp: str | None
     seen: bool  # the watch has shown this child since (so its absence means it was deleted)
     generation: int | None = None
+    at: float = field(default_factory=time.monotonic)
 
 
 class Reconciler:
@@ -237,6 +249,20 @@ class Reconciler:
         last = self._applied.get((namespace, fleet), {}).get((plural, meta.get("name", "")))
         return last is not None and last.uid == meta.get("uid") and last.resource_version == _rv(child)
 
+    def child_deleted(self, namespace: str, fleet: str, child: dict[str, Any]) -> None:
+        """The watch saw a child deleted: what we remember of applying it no longer holds, even
+        if no pass saw it live in between (deleted right after our apply, or first shown by the
+        watch's initial listing), so the next pass finds it missing."""
+        meta = child.get("metadata") or {}
+        try:
+            plural = kinds.kind_of(child).plural
+        except KeyError:
+            return
+        applied = self._applied.get((namespace, fleet), {})
+        last = applied.get((plural, meta.get("name", "")))
+        if last is not None and last.uid == meta.get("uid"):
+            applied.pop((plural, meta.get("name", "")), None)
+
     def known_generation(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
         """Whether a child's spec is still the generation our last apply left (a controller's
         status report, not an edit). Kinds without generations never qualify."""
@@ -283,7 +309,9 @@ class Reconciler:
         if last is None or last.stamp != ref.stamp:
             return False
         if live is None:
-            return not last.seen  # created by our apply; the watch has not shown it yet
+            # Created by our apply and the watch has not shown it yet; but a watch that has not
+            # shown it after a while never will (deleted before the watch's first listing).
+            return not last.seen and time.monotonic() - last.at < WATCH_SHOWS_AN_APPLY_SECONDS
         if live["metadata"].get("uid") != last.uid:
             return False
         last.seen = True
@@ -292,15 +320,23 @@ class Reconciler:
         return live_rv is not None and last.resource_version is not None and live_rv <= last.resource_version
 
     def _in_sync(
-        self, key: tuple[str, str], kind: kinds.Kind, stamped: dict[str, Any], live: dict[str, Any] | None
+        self,
+        key: tuple[str, str],
+        kind: kinds.Kind,
+        stamped: dict[str, Any],
+        live: dict[str, Any] | None,
+        *,
+        watched: bool = True,
     ) -> bool:
+        """``watched``: ``live`` came from the watch (False: read from the API server because
+        the watch did not show it, which it still has to before its absence means anything)."""
         name = stamped["metadata"]["name"]
         reason = applied.drift(stamped, live)
         if reason is None:
             assert live is not None
             meta = live["metadata"]
             self._applied.setdefault(key, {})[(kind.plural, name)] = _Applied(
-                meta.get("uid", ""), _rv(live), applied.stamp_of(stamped), True, meta.get("generation")
+                meta.get("uid", ""), _rv(live), applied.stamp_of(stamped), watched, meta.get("generation")
             )
             return True
         log.info("applying %s %s/%s: %s", kind.kind, key[0], name, reason)
@@ -393,14 +429,25 @@ class Reconciler:
             if self._remembered_in_sync(key, ref, current):
                 result.unchanged += 1
                 continue
+            last = self._applied.get(key, {}).get((kind.plural, ref.name))
+            watched = current is not None or last is None or last.seen
+            if not watched:
+                # Applied by us, yet the watch does not show it: ask the API server, not the cache.
+                current = self.kube.find(kind, owner.namespace, ref.name)
             child = render()[(kind, ref.name)]
-            if self._in_sync(key, kind, child, current):
+            if self._in_sync(key, kind, child, current, watched=watched):
                 result.unchanged += 1
                 continue
             try:
                 response = self._apply(key, kind, child)
                 result.applied += 1
             except ApiError as err:
+                if _addon_in_flux(kind, err):
+                    # Its CRD is being removed (or is not served yet): not the fleet's problem;
+                    # the CRD's events (discovery.py) bring the pass that settles it.
+                    log.info("%s %s/%s not accepted now: %s", kind.kind, owner.namespace, ref.name, err)
+                    result.retry = True
+                    continue
                 if err.status not in _REPORTABLE_STATUSES:
                     raise
                 found.append(problems.apply_failed(kind.kind, child["metadata"]["name"], err.message))

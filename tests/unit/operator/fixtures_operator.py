@@ -116,6 +116,11 @@ class FakeKube:
                 out.append(copy.deepcopy(obj))
         return out
 
+    def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        self.reads += 1
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def served(self, kind: Kind) -> bool:
         return self._served.get(kind, True)
 

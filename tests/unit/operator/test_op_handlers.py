@@ -8,10 +8,11 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from fixtures_controller import CountingReconciler, FakeCache
 from fixtures_operator import FakeKube
 
-from ttsfleet.operator import cache, handlers, kinds, metrics, naming, peering
+from ttsfleet.operator import cache, discovery, handlers, kinds, metrics, naming, peering
 from ttsfleet.operator import controller as controller_module
 from ttsfleet.operator.cache import Observed
 from ttsfleet.operator.controller import Controller, Options
@@ -45,6 +46,7 @@ class FakeReconciler:
         self.forgotten: list[tuple[str, str]] = []
         self.written: dict[tuple[str, str], str] = {}
         self.own_applies: set[str] = set()
+        self.deleted: list[tuple[str, str]] = []
 
     def forget(self, namespace: str, name: str) -> None:
         self.forgotten.append((namespace, name))
@@ -57,6 +59,9 @@ class FakeReconciler:
 
     def known_generation(self, namespace: str, fleet: str, child: dict[str, Any]) -> bool:
         return child["metadata"]["resourceVersion"] == "5"  # a status report of the controller
+
+    def child_deleted(self, namespace: str, fleet: str, child: dict[str, Any]) -> None:
+        self.deleted.append((namespace, fleet))
 
 
 class FakeController:
@@ -108,31 +113,61 @@ def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
 
     asyncio.run(events())
     # rv 7 is our own status write, rv 9 our own apply, None an initial listing: no pass for those;
-    # a deleted child is drift, a deleted fleet is forgotten.
+    # a deleted child is drift (and what was remembered of applying it is dropped), a deleted
+    # fleet is forgotten.
     assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "d")]
     # A controller's status report and a pod moving wait behind fleets with real work (coalesced).
     assert controller.urgent == [True, False, True, False]
+    assert controller.reconciler.deleted == [("ns", "c")]
     assert controller.reconciler.forgotten == [("ns", "b")]
 
 
-def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_with_fresh_discovery() -> None:
+def test_installing_keda_or_prometheus_crds_reconciles_every_fleet_once_discovery_lists_the_kind() -> None:
     controller = FakeController([("team-a", "x"), ("team-b", "y")])
-    memo = {"controller": controller}
     assert {
         "scaledobjects.keda.sh",
         "triggerauthentications.keda.sh",
         "servicemonitors.monitoring.coreos.com",
     } == handlers.OPTIONAL_CRDS
+    lists_it_at = 3  # the API server's discovery catches up on the third look
+    looks: list[kinds.Kind] = []
+
+    def discover(kind: kinds.Kind) -> bool:
+        looks.append(kind)
+        return len(looks) >= lists_it_at
+
+    memo: dict[str, Any] = {"controller": controller}
+    agreements: list[discovery.Agreement] = []
+
+    async def agreed(agreement: discovery.Agreement) -> None:
+        agreements.append(agreement)
+        await handlers.on_discovery_agreement(memo, kopf.OperatorSettings(), agreement)
 
     async def events() -> None:
+        memo["discovery"] = discovery.DiscoveryFollower(discover, agreed, first_delay=0.001, max_delay=0.001)
         name = "servicemonitors.monitoring.coreos.com"
-        await handlers.on_optional_crd_event(memo=memo, type=None, name=name)
-        assert controller.queued == []  # the initial listing: nothing changed
-        await handlers.on_optional_crd_event(memo=memo, type="ADDED", name=name)
+        await handlers.on_optional_crd_event(memo=memo, type="ADDED", name=name, body=established_crd())
+        await memo["discovery"].idle()
+        assert len(agreements) == 1
+        # KEDA's CRD, there since before the start, edited by its chart's upgrade: nothing to do.
+        keda = "scaledobjects.keda.sh"
+        await handlers.on_optional_crd_event(memo=memo, type=None, name=keda, body=established_crd("v1alpha1"))
+        await handlers.on_optional_crd_event(memo=memo, type="MODIFIED", name=keda, body=established_crd("v1alpha1"))
+        await memo["discovery"].idle()
 
     asyncio.run(events())
+    assert looks == [kinds.SERVICEMONITOR] * lists_it_at + [kinds.SCALEDOBJECT]
+    assert agreements == [discovery.Agreement(kinds.SERVICEMONITOR, True, agreements[0].waited_seconds, True)]
     assert sorted(controller.queued) == [("team-a", "x"), ("team-b", "y")]
     assert controller.reconciler.kube.discovery_resets == 1
+
+
+def established_crd(version: str = "v1") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "versions": [{"name": version, "served": True}]},
+        "status": {"conditions": [{"type": "Established", "status": "True"}]},
+    }
 
 
 def test_a_resync_runs_every_known_fleet_from_memory_once() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fixtures_operator import OWNER, FakeKube, fleet_body, minimal_spec
 
-from ttsfleet.operator import applied, kinds, naming
+from ttsfleet.operator import applied, kinds, naming, reconcile
 from ttsfleet.operator.kube import ApiError
 from ttsfleet.operator.reconcile import Reconciler
 
@@ -153,6 +153,33 @@ def test_rejected_child_becomes_a_condition() -> None:
     ready = condition(kube, "Ready")
     assert ready["reason"] == "ApplyFailed"
     assert "bad toleration" in ready["message"]
+
+
+def test_an_addon_kind_refused_while_its_crd_goes_away_is_retried_without_degrading_the_fleet() -> None:
+    kube, reconciler = converged(minimal_spec(monitoring={"serviceMonitor": True}))
+    kube.delete(kinds.SERVICEMONITOR, OWNER.namespace, OWNER.name)
+    # What kube-apiserver answered (checked): a 403 that is not about permissions.
+    refused = (
+        'servicemonitors.monitoring.coreos.com "fleet" is forbidden: '
+        "create not allowed while custom resource definition is terminating"
+    )
+    kube.fail_apply["ServiceMonitor"] = ApiError(403, "Forbidden", refused)
+    result = reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert result is not None and result.retry
+    assert condition(kube, "Ready")["status"] == "True"
+    assert condition(kube, "Degraded")["status"] == "False"
+    # A fleet's own kind refused the same way is the fleet's problem.
+    kube.fail_apply = {"Service": ApiError(404, "NotFound", "the server could not find the requested resource")}
+    kube.delete(kinds.SERVICE, OWNER.namespace, OWNER.name)
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert condition(kube, "Ready")["reason"] == "ApplyFailed"
+    # And a ServiceMonitor refused for want of permission is one too.
+    kube.fail_apply = {"ServiceMonitor": ApiError(403, "Forbidden", "User cannot create servicemonitors")}
+    monitor = kube.objects[(kinds.SERVICEMONITOR, OWNER.namespace, OWNER.name)]
+    kube.delete(kinds.SERVICEMONITOR, OWNER.namespace, OWNER.name)
+    reconciler.child_deleted(OWNER.namespace, OWNER.name, monitor)  # as the watch reports it
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert "cannot create servicemonitors" in condition(kube, "Ready")["message"]
 
 
 def test_server_errors_propagate_for_retry() -> None:
@@ -301,6 +328,60 @@ def test_a_cache_that_lags_behind_our_own_apply_causes_no_second_apply() -> None
     applies = len(kube.applied)
     reconciler.reconcile(OWNER.namespace, OWNER.name, before)  # the watch has shown nothing yet
     assert len(kube.applied) == applies
+
+
+def test_a_child_deleted_before_any_pass_saw_it_is_applied_again() -> None:
+    """Deleted right after our apply: the watch never showed it live, only its deletion."""
+    kube, reconciler = setup(minimal_spec())
+    before = reconciler.source.observe(OWNER.namespace, OWNER.name)  # the watch lags: nothing yet
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    cm = naming.configmap_name(OWNER)
+    deleted = kube.objects[(kinds.CONFIGMAP, OWNER.namespace, cm)]
+    kube.delete(kinds.CONFIGMAP, OWNER.namespace, cm)
+    kube.applied.clear()
+    reconciler.reconcile(OWNER.namespace, OWNER.name, before)
+    assert kube.applied == []  # without the deletion event this is our apply not shown yet
+
+    reconciler.child_deleted(OWNER.namespace, OWNER.name, deleted)
+    reconciler.reconcile(OWNER.namespace, OWNER.name, before)
+    assert [o["kind"] for o in kube.applied] == ["ConfigMap"]
+    assert (kinds.CONFIGMAP, OWNER.namespace, cm) in kube.objects
+
+
+def test_a_child_the_watch_never_shows_is_looked_up_and_applied_only_if_gone(monkeypatch: Any) -> None:
+    """Deleted before the watch's first listing: no deletion event ever comes. Once the watch is
+    overdue, the pass reads the child from the API server: gone is applied again, present is not."""
+    kube, reconciler = setup(minimal_spec())
+    before = reconciler.source.observe(OWNER.namespace, OWNER.name)  # the watch never shows anything
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    children = len(kube.applied)
+    cm = naming.configmap_name(OWNER)
+    kube.delete(kinds.CONFIGMAP, OWNER.namespace, cm)
+    kube.applied.clear()
+    reads = kube.reads
+    reconciler.reconcile(OWNER.namespace, OWNER.name, before)
+    assert (kube.applied, kube.reads) == ([], reads)  # the watch may still be on its way
+
+    monkeypatch.setattr(reconcile, "WATCH_SHOWS_AN_APPLY_SECONDS", 0.0)
+    reads = kube.reads
+    reconciler.reconcile(OWNER.namespace, OWNER.name, before)
+    assert [o["kind"] for o in kube.applied] == ["ConfigMap"]  # looked up: gone
+    assert kube.reads - reads == children  # one read per overdue child, nothing listed
+
+    kube.applied.clear()
+    reconciler.reconcile(OWNER.namespace, OWNER.name, before)
+    assert kube.applied == []  # looked up again: all there, nothing to write
+
+
+def test_the_deletion_of_an_older_child_of_the_same_name_changes_nothing() -> None:
+    kube, reconciler = converged(minimal_spec())
+    cm = naming.configmap_name(OWNER)
+    older = copy.deepcopy(kube.objects[(kinds.CONFIGMAP, OWNER.namespace, cm)])
+    older["metadata"]["uid"] = "an-earlier-one"
+    reconciler.child_deleted(OWNER.namespace, OWNER.name, older)
+    kube.applied.clear()
+    reconciler.reconcile(OWNER.namespace, OWNER.name)
+    assert kube.applied == []
 
 
 def ready_pods(count: int) -> list[dict[str, Any]]:
