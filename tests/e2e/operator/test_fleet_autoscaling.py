@@ -16,12 +16,11 @@ import math
 from typing import Any
 
 import yaml
-from fleet_helpers import condition, fleet, get, ready_fleet, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, condition, fleet, get, ready_fleet, wait_for
 
 from ttsfleet.operator import schedules
 
 NAME = "peaky"
-DRIFT_REPAIR_SECONDS = 10
 GITOPS_MANAGER = "argocd-controller"
 HPA_MANAGER = "kube-controller-manager"  # the HPA controller runs there
 MARGIN_SECONDS = 60
@@ -154,7 +153,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     assert ttsd["spec"]["replicas"] == 1
 
     # The ScaledObject passed KEDA's real CRD schema (server-side apply validates it) and says so.
-    scaled = wait_for("the ScaledObject", lambda: get(cluster, namespace, "scaledobject", NAME), 20)
+    scaled = wait_for("the ScaledObject", lambda: get(cluster, namespace, "scaledobject", NAME), HANG_GUARD_SECONDS)
     body = scaled["spec"]
     assert body["scaleTargetRef"] == {"apiVersion": "tts.ttsfleet.io/v1alpha1", "kind": "TTSDeployment", "name": NAME}
     assert (body["minReplicaCount"], body["maxReplicaCount"]) == (2, 6)
@@ -189,7 +188,9 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
         consistent = reported == {"name": "evening", "start": expected, "leadSeconds": lead}
         return (status, evening) if consistent and evening["start"] == expected else None
 
-    status, evening = wait_for("the derived evening start in status and in the cron trigger", derived, 30)
+    status, evening = wait_for(
+        "the derived evening start in status and in the cron trigger", derived, HANG_GUARD_SECONDS
+    )
     assert evening["timezone"] == "America/New_York"
     assert (evening["end"], evening["desiredReplicas"]) == ("0 23 * * *", "5")
     # kwok pods are Ready within seconds: the start lands one or two minutes before 19:00.
@@ -210,7 +211,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     # A drift repair restores the autoscaler's count, not the manifest's default.
     cluster.kubectl("patch", "sts", NAME, "-n", namespace, "--type", "merge", "-p", '{"spec":{"replicas":1}}')
     wait_for(
-        "the StatefulSet edit to be reverted to 4", lambda: sts_replicas(cluster, namespace) == 4, DRIFT_REPAIR_SECONDS
+        "the StatefulSet edit to be reverted to 4", lambda: sts_replicas(cluster, namespace) == 4, HANG_GUARD_SECONDS
     )
     assert spec_replicas(cluster, namespace) == 4
 
@@ -222,7 +223,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     wait_for(
         "the new warmup sentence in the serving config",
         lambda: "welcome" in json.dumps((get(cluster, namespace, "configmap", cm_name) or {}).get("data")),
-        DRIFT_REPAIR_SECONDS,
+        HANG_GUARD_SECONDS,
     )
     fleet_at(cluster, namespace, 4, "the fleet to stay at 4 through the rollout")
     wait_for(
@@ -249,7 +250,7 @@ def test_scaledobject_schedules_and_no_fight_with_the_autoscaler(
     wait_for(
         "the ScaledObject to be removed",
         lambda: get(cluster, namespace, "scaledobject", NAME) is None,
-        DRIFT_REPAIR_SECONDS,
+        HANG_GUARD_SECONDS,
     )
     obj = fleet_at(cluster, namespace, 3, "the fleet to follow spec.replicas=3 again")
     assert condition(obj, "Autoscaling") == {}
@@ -293,7 +294,7 @@ def test_the_real_hpa_controller_scales_the_fleet_and_the_operator_leaves_it(
 ) -> None:
     gitops_apply(cluster, namespace, manifest())
     ready_fleet(cluster, namespace, NAME)
-    scaled = wait_for("the ScaledObject", lambda: get(cluster, namespace, "scaledobject", NAME), 20)
+    scaled = wait_for("the ScaledObject", lambda: get(cluster, namespace, "scaledobject", NAME), HANG_GUARD_SECONDS)
     hpa = hpa_as_keda_makes_it(scaled)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hpa))
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleet_helpers import apply, fleet, get, items, ready_fleet, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, apply, fleet, get, items, ready_fleet, wait_for
 
 from ttsfleet.operator import naming
 
 NAME = "budget"
-RECONCILE_SECONDS = 10
 REFUSED = "Cannot evict pod as it would violate the pod's disruption budget"
 
 
@@ -79,7 +78,7 @@ def test_scale_subresource_pdb_and_eviction(cluster: Any, namespace: str, runnin
         settled = status.get("observedGeneration") == pdb.get("metadata", {}).get("generation")
         return pdb if settled and counted == (3, 3, 2) and status.get("disruptionsAllowed") == 1 else None
 
-    pdb = wait_for("the disruption controller to allow 1 disruption of 3 pods", budget_ready, 30)
+    pdb = wait_for("the disruption controller to allow 1 disruption of 3 pods", budget_ready, HANG_GUARD_SECONDS)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert naming.is_owned_by(pdb, owner)
 
@@ -122,7 +121,7 @@ def test_scale_subresource_pdb_and_eviction(cluster: Any, namespace: str, runnin
 
     # Back to one replica: the budget goes.
     scaled_to(cluster, namespace, NAME, 1)
-    wait_for("the budget to be pruned", lambda: get(cluster, namespace, "pdb", NAME) is None, RECONCILE_SECONDS)
+    wait_for("the budget to be pruned", lambda: get(cluster, namespace, "pdb", NAME) is None, HANG_GUARD_SECONDS)
 
 
 def claim(cluster: Any, namespace: str, pod: str) -> dict[str, Any] | None:

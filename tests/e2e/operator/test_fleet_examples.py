@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fleet_helpers import get, ready_fleet, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, get, ready_fleet, wait_for
 
 ROOT = Path(__file__).resolve().parents[3] / "examples"
 
@@ -58,8 +58,14 @@ def test_example_becomes_ready(cluster: Any, namespace: str, running_operator: A
         obj = ready_fleet(cluster, namespace, name, timeout=120)
         spec = obj["spec"]
         if spec.get("autoscaling", {}).get("enabled"):
-            scaled = wait_for(f"ScaledObject {name}", lambda n=name: get(cluster, namespace, "scaledobject", n), 20)
+            scaled = wait_for(
+                f"ScaledObject {name}", lambda n=name: get(cluster, namespace, "scaledobject", n), HANG_GUARD_SECONDS
+            )
             assert scaled["spec"]["scaleTargetRef"]["kind"] == "TTSDeployment"
             assert len(scaled["spec"]["triggers"]) == 1 + len(spec["autoscaling"].get("schedules", []))
         if spec.get("monitoring", {}).get("serviceMonitor"):
-            wait_for(f"ServiceMonitor {name}", lambda n=name: get(cluster, namespace, "servicemonitor", n), 20)
+            wait_for(
+                f"ServiceMonitor {name}",
+                lambda n=name: get(cluster, namespace, "servicemonitor", n),
+                HANG_GUARD_SECONDS,
+            )

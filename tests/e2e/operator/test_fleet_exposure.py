@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from fleet_helpers import apply, fleet, get, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, apply, fleet, get, wait_for
 
 from ttsfleet import contract
 
@@ -49,12 +49,14 @@ def test_services_and_network_policy_follow_the_spec(cluster: Any, namespace: st
         contract.GRPC_PORT: [{"podSelector": {}}],
         contract.METRICS_PORT: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
     }
-    client = wait_for("the client Service", lambda: get(cluster, namespace, "service", NAME), 30)
+    client = wait_for("the client Service", lambda: get(cluster, namespace, "service", NAME), HANG_GUARD_SECONDS)
     assert client["spec"]["type"] == "LoadBalancer"
     assert ports(client) == {"grpc": contract.GRPC_PORT}, "a LoadBalancer must not publish metrics or HTTP"
     headless = get(cluster, namespace, "service", f"{NAME}-pods")
     assert ports(headless) == {"grpc": contract.GRPC_PORT, "metrics": contract.METRICS_PORT}
-    monitor = wait_for("the ServiceMonitor", lambda: get(cluster, namespace, "servicemonitor", NAME), 30)
+    monitor = wait_for(
+        "the ServiceMonitor", lambda: get(cluster, namespace, "servicemonitor", NAME), HANG_GUARD_SECONDS
+    )
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= headless["metadata"]["labels"].items()
     assert not selector.items() <= client["metadata"]["labels"].items()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, apply, condition, fleet, get, ready_fleet, wait_for
 from operator_process import OperatorProcess
 
 from ttsfleet import contract
@@ -21,7 +21,9 @@ def test_operator_metrics_liveness_and_service_monitor(
     ready_fleet(cluster, namespace, NAME)
 
     # The ServiceMonitor CRD is installed here: the monitor exists and the condition says so.
-    monitor = wait_for("the ServiceMonitor", lambda: get(cluster, namespace, "servicemonitor", NAME), 20)
+    monitor = wait_for(
+        "the ServiceMonitor", lambda: get(cluster, namespace, "servicemonitor", NAME), HANG_GUARD_SECONDS
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == contract.METRICS_PORT_NAME
     assert monitor["spec"]["endpoints"][0]["interval"] == "30s"
     monitoring = condition(get(cluster, namespace, "ttsd", NAME), "Monitoring")
@@ -35,7 +37,7 @@ def test_operator_metrics_liveness_and_service_monitor(
         ready = samples.get(("ttsfleet_operator_replicas_ready", fleet_labels))
         return samples if (desired, ready) == (2, 2) else None
 
-    samples = wait_for("replicas desired/ready 2/2 for the fleet in /metrics", settled, 20)
+    samples = wait_for("replicas desired/ready 2/2 for the fleet in /metrics", settled, HANG_GUARD_SECONDS)
     assert samples[("ttsfleet_operator_reconcile_duration_seconds_count", frozenset())] > 0
     assert samples[("ttsfleet_operator_reconcile_duration_seconds_sum", frozenset())] > 0
     ready_fleets = samples[("ttsfleet_operator_fleets", frozenset({("condition", "Ready"), ("status", "True")}))]

@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import kubelet_reports
-from fleet_helpers import PINNED_REVISION, apply, condition, fleet, get, items, ready_fleet, wait_for
+from fleet_helpers import (
+    HANG_GUARD_SECONDS,
+    PINNED_REVISION,
+    apply,
+    condition,
+    fleet,
+    get,
+    items,
+    ready_fleet,
+    wait_for,
+)
 
 
 def test_missing_secret_is_reported_while_another_fleet_stays_ready(
@@ -41,7 +51,7 @@ def test_missing_secret_is_reported_while_another_fleet_stays_ready(
             if e.get("reason") == "SecretNotFound" and e.get("type") == "Warning"
         ]
 
-    found = wait_for("a SecretNotFound warning Event", warning_event, 20)
+    found = wait_for("a SecretNotFound warning Event", warning_event, HANG_GUARD_SECONDS)
     # One Event per condition that flipped (Ready, Degraded), not one per reconcile pass.
     assert sorted(e["message"].split(" is ")[0] for e in found) in (
         ["Degraded", "Ready"],

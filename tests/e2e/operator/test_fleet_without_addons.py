@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fleet_helpers import apply, condition, fleet, get, ready_fleet, wait_for
+from fleet_helpers import HANG_GUARD_SECONDS, apply, condition, fleet, get, ready_fleet, wait_for
 from operator_process import OperatorProcess, watching
 
 from ttsfleet.devcluster import upstream
@@ -22,8 +22,6 @@ from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir, running
 NAMESPACE = "no-addons"
 NAME = "plain"
 SERVICEMONITORS = "servicemonitors.monitoring.coreos.com"
-# Only so that a broken operator fails the test instead of hanging it.
-HANG_GUARD = 180
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +65,7 @@ def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(
         return monitor if monitor and status == "True" else None
 
     # A hang guard, not a budget: the operator's log says which path brought the ServiceMonitor.
-    monitor = wait_for("the ServiceMonitor and Monitoring=True after the CRD appeared", monitored, HANG_GUARD)
+    monitor = wait_for("the ServiceMonitor and Monitoring=True after the CRD appeared", monitored, HANG_GUARD_SECONDS)
     assert monitor["metadata"]["ownerReferences"][0]["name"] == NAME
     # The CRD's events, once discovery listed the kind, not the discovery cache expiring (60 s).
     assert operator_said(bare_operator, f"CRD {SERVICEMONITORS}: discovery lists ServiceMonitor")
@@ -83,7 +81,7 @@ def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(
         again = get(bare_cluster, NAMESPACE, "servicemonitor", NAME)
         return again if again and again["metadata"]["uid"] != uid else None
 
-    wait_for("the deleted ServiceMonitor to be applied again", recreated, HANG_GUARD)
+    wait_for("the deleted ServiceMonitor to be applied again", recreated, HANG_GUARD_SECONDS)
 
     # The Prometheus Operator uninstalled: the condition says so again, nothing fails.
     said_before = len(bare_operator.log_path.read_text())
@@ -93,7 +91,7 @@ def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(
         found = condition(get(bare_cluster, NAMESPACE, "ttsd", NAME), "Monitoring")
         return found if found.get("reason") == "ServiceMonitorCRDMissing" else None
 
-    assert wait_for("Monitoring=False after the CRD was removed", unmonitored, HANG_GUARD)["status"] == "False"
+    assert wait_for("Monitoring=False after the CRD was removed", unmonitored, HANG_GUARD_SECONDS)["status"] == "False"
     assert operator_said(bare_operator, f"CRD {SERVICEMONITORS}: discovery does not list ServiceMonitor", said_before)
     assert condition(get(bare_cluster, NAMESPACE, "ttsd", NAME), "Degraded")["status"] == "False"
     # Not even for a moment: the ServiceMonitor refused while its CRD terminated is no failure.
