@@ -226,10 +226,14 @@ def test_sigterm_finishes_the_open_stream_then_exits_although_an_idle_client_str
         worker.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         listener.join(HANG_GUARD_S)
+        assert not listener.is_alive(), f"the open stream never ended after SIGTERM ({len(chunks)} chunks)"
         assert not outcome, f"the open stream broke during the drain: {outcome}"
         # The whole stream, to its final chunk (how many chunks six sentences make depends on how
         # the worker groups them into calls, which depends on timing: 5 on a loaded machine).
-        assert chunks == list(range(len(chunks))) and finals[-1] and not any(finals[:-1]), (chunks, finals)
+        assert chunks == list(range(len(chunks))) and finals and finals[-1] and not any(finals[:-1]), (
+            chunks,
+            finals,
+        )
         stream_done = time.monotonic()
 
         exit_code = worker.wait(HANG_GUARD_S)
