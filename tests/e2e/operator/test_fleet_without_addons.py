@@ -72,8 +72,9 @@ def test_fleets_run_without_keda_and_prometheus_and_pick_them_up_when_installed(
     scaling = condition(get(bare_cluster, NAMESPACE, "ttsd", NAME), "Autoscaling")
     assert scaling["reason"] == "KEDANotInstalled"  # KEDA is still missing
 
-    # kopf watches the new kind too: a deleted ServiceMonitor comes back. Without that watch it
-    # never would (the operator remembers applying it and nothing tells it otherwise).
+    # A deleted ServiceMonitor comes back: through kopf's watch of the new kind, or, had that watch
+    # missed the deletion (it came before the watch's first listing), the overdue-child lookup.
+    # Before this was fixed it never came back: the operator took its absence for a lagging watch.
     uid = monitor["metadata"]["uid"]
     bare_cluster.kubectl("delete", "servicemonitor", NAME, "-n", NAMESPACE, "--wait=false")
 
