@@ -306,6 +306,23 @@ PASSES = "ttsfleet_operator_reconcile_duration_seconds_count"
 COUNTED = (APPLIES, STATUS_WRITES, PASSES)
 
 
+def consistent_counts(
+    cluster: ClusterHandle, identity: traffic.Identity, operator: Operator
+) -> tuple[traffic.Requests, dict[str, float]]:
+    """The API server's count of the operator's requests and the operator's own counters as of one
+    moment: read the counters on both sides of the API server's figure until they did not move
+    in between (a busy operator moves them; the last try is taken as it is). Read one after the
+    other, a counter read later includes requests the API server's figure does not."""
+    for _ in range(50):
+        first = {name: operator.metric(name) for name in COUNTED}
+        seen = traffic.requests(cluster, identity)
+        last = {name: operator.metric(name) for name in COUNTED}
+        if first == last:
+            break
+        time.sleep(0.02)
+    return seen, last
+
+
 @dataclass
 class Row:
     fleets: int
@@ -354,8 +371,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
     try:
         # Started, listed and through one resync: what follows is the reaction to new fleets.
         wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
-        before = traffic.requests(cluster, identity)
-        counted_before = {name: operator.metric(name) for name in COUNTED}
+        before, counted_before = consistent_counts(cluster, identity, operator)
         watch = ChildWatch(cluster, op_ns)
         start = time.monotonic()
         # The fleets are applied the way the baseline applies the children: --workers threads.
@@ -367,8 +383,9 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
             watch.close()
         # What the operator had sent by then: anything beyond the children's applies is what
         # separates its time from the direct apply's.
-        until_children = traffic.requests(cluster, identity) - before
-        counted_until = {name: (operator.metric(name) - counted_before[name]) / n for name in COUNTED}
+        seen, counted_now = consistent_counts(cluster, identity, operator)
+        until_children = seen - before
+        counted_until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
         print(
             f"N={n}: until every child existed, per fleet: {counted_until[PASSES]:.1f} passes, "
             f"{counted_until[APPLIES]:.1f} child applies, {counted_until[STATUS_WRITES]:.1f} status writes, "

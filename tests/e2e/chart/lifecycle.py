@@ -93,3 +93,21 @@ def run(cluster: ClusterHandle, namespace: str, operator: Any, timeout: float) -
         if outcome.passed or time.monotonic() >= deadline:
             return outcome
         time.sleep(1)
+
+
+def run_until_refused(cluster: ClusterHandle, namespace: str, operator: Any, timeout: float) -> Outcome:
+    """Apply the probe fleet and wait for the operator to show that it tried and was refused: a
+    refusal in its log, or its exit. Everything it was refused stays missing after that, so the
+    outcome observed then is final; no allowance of seconds decides what "failed" means.
+
+    An operator that neither logs a refusal nor exits within ``timeout`` is itself a failure (a
+    missing permission must not go unsaid), reported as the ``refusal`` expectation."""
+    apply(cluster, namespace, secret(), probe_fleet())
+    deadline = time.monotonic() + timeout
+    while operator.running and not operator.permission_errors():
+        if time.monotonic() >= deadline:
+            outcome = observe(cluster, namespace, [], True)
+            outcome.missing["refusal"] = f"the operator logged no refusal and kept running for {timeout:.0f} s"
+            return outcome
+        time.sleep(0.5)
+    return observe(cluster, namespace, operator.permission_errors(), operator.running)
