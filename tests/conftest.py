@@ -1,5 +1,5 @@
 """Fixtures shared by every suite: the local Kubernetes cluster and one namespace per test, and
-the grouping that lets ``pytest -n 2`` (``make test``) run two workers side by side.
+the grouping that lets ``pytest -n 3`` (``make test``) run workers side by side.
 
 The cluster is started lazily, once per session (per xdist worker), only when a test asks for it:
 unit and worker tests never pay for it. It has kwok nodes only (scheduling and API behaviour);
@@ -32,7 +32,7 @@ WORKER_GROUP = "worker"
 
 
 def xdist_group(nodeid: str) -> str:
-    """The group of a test under ``make test``'s ``pytest -n 2``: a group runs on one worker, in
+    """The group of a test under ``make test``'s ``pytest -n 3``: a group runs on one worker, in
     collection order. Per module otherwise, so that module fixtures (an operator, a cluster with
     add-ons) start once."""
     path = nodeid.split("::", 1)[0]
