@@ -95,16 +95,24 @@ def run(cluster: ClusterHandle, namespace: str, operator: Any, timeout: float) -
         time.sleep(1)
 
 
+def refused_apply_reported(cluster: ClusterHandle, namespace: str) -> bool:
+    """The operator's own report of a child the API server refused: ``Ready=False ApplyFailed`` on
+    the fleet (with a Warning Event). Admission refusals (an owner reference whose finalizers the
+    operator may not set) arrive that way, not as a permission error in its log."""
+    return condition(get(cluster, namespace, "ttsd", NAME), "Ready").get("reason") == "ApplyFailed"
+
+
 def run_until_refused(cluster: ClusterHandle, namespace: str, operator: Any, timeout: float) -> Outcome:
     """Apply the probe fleet and wait for the operator to show that it tried and was refused: a
-    refusal in its log, or its exit. Everything it was refused stays missing after that, so the
-    outcome observed then is final; no allowance of seconds decides what "failed" means.
+    refusal in its log, a refused apply reported on the fleet, or its exit. Everything it was
+    refused stays missing after that, so the outcome observed then is final; no allowance of
+    seconds decides what "failed" means.
 
     An operator that neither logs a refusal nor exits within ``timeout`` is itself a failure (a
     missing permission must not go unsaid), reported as the ``refusal`` expectation."""
     apply(cluster, namespace, secret(), probe_fleet())
     deadline = time.monotonic() + timeout
-    while operator.running and not operator.permission_errors():
+    while operator.running and not operator.permission_errors() and not refused_apply_reported(cluster, namespace):
         if time.monotonic() >= deadline:
             outcome = observe(cluster, namespace, [], True)
             outcome.missing["refusal"] = f"the operator logged no refusal and kept running for {timeout:.0f} s"
