@@ -150,6 +150,12 @@ def fleets_ready(cluster: ClusterHandle, namespace: str, n: int, settled: bool =
     return len(ready) == n
 
 
+def statefulsets_ready(cluster: ClusterHandle, namespace: str, n: int) -> bool:
+    items = kubectl_json(cluster, "get", "statefulsets", "-n", namespace)["items"]
+    ready = [s for s in items if (s.get("status") or {}).get("readyReplicas", 0) >= s["spec"].get("replicas", 1)]
+    return len(ready) >= n
+
+
 def apply_all(cluster: ClusterHandle, objects: list[dict[str, Any]], workers: int) -> float:
     """Server-side apply every object from ``workers`` threads (as the admin); seconds taken."""
     configuration = client.Configuration()
@@ -226,6 +232,39 @@ def pod_ready_to_status_seconds(cluster: ClusterHandle, namespace: str, names: l
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of proc(5); the split above starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds of every process on the 2 cores that matter to the measured window: the
+    cluster's components (from its state file), the operator and this bench."""
+
+    def __init__(self, cluster: ClusterHandle, operator: Operator | None = None) -> None:
+        state = json.loads((cluster.workdir / "state.json").read_text())
+        self.pids: dict[str, int] = {**state.get("pids", {}), "bench": os.getpid()}
+        if operator is not None:
+            self.pids["operator"] = operator.proc.pid
+
+    def read(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    @staticmethod
+    def between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def print_cpu(what: str, cpu: dict[str, float]) -> None:
+    busiest = sorted(cpu.items(), key=lambda item: -item[1])
+    print(f"{what}: {sum(cpu.values()):.2f} in all; " + ", ".join(f"{k} {v:.2f}" for k, v in busiest), flush=True)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
@@ -260,7 +299,7 @@ class Operator:
                 "--liveness",
                 f"http://127.0.0.1:{self.health_port}/healthz",
                 "--log-level",
-                "warning",
+                os.environ.get("TTSFLEET_BENCH_OPERATOR_LOG_LEVEL", "warning"),
             ],
             env=env,
             stdout=self._log,
@@ -360,10 +399,22 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
 
         wait(f"ServiceAccount default in {ns}", has_default_sa, 60)
 
-    apply_all(cluster, fleets_in(direct_ns, n, args.replicas), args.workers)
+    meter = CpuMeter(cluster)
+    cpu_before = meter.read()
+    fleets_s = apply_all(cluster, fleets_in(direct_ns, n, args.replicas), args.workers)
+    print(f"N={n}: server-side apply of {n} fleets, no operator watching: {fleets_s:.2f} s", flush=True)
+    print_cpu(f"N={n}: CPU seconds of applying the fleets", CpuMeter.between(cpu_before, meter.read()))
     children = rendered_children(cluster, direct_ns)
+    cpu_before = meter.read()
+    start_direct = time.monotonic()
     direct_s = apply_all(cluster, children, args.workers)
     print(f"N={n}: direct server-side apply of {len(children)} children: {direct_s:.2f} s", flush=True)
+    print_cpu(f"N={n}: CPU seconds of the direct apply", CpuMeter.between(cpu_before, meter.read()))
+    # The controllers go on after the last apply answered (pods, volumes, their status; the
+    # controller-manager's client is rate-limited): let them finish, or their work would land in
+    # the operator's measured window.
+    waited = wait(f"{n} direct StatefulSets Ready", lambda: statefulsets_ready(cluster, direct_ns, n), 1800, 2.0)
+    print(f"N={n}: the direct fleets' pods were Ready {waited - start_direct:.0f} s after their children", flush=True)
 
     operator = Operator(
         identity.kubeconfig, op_ns, args.resync_seconds, args.operator_workers, logs / f"operator-{n}.log"
@@ -373,6 +424,8 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
         before, counted_before = consistent_counts(cluster, identity, operator)
         watch = ChildWatch(cluster, op_ns)
+        meter = CpuMeter(cluster, operator)
+        cpu_before = meter.read()
         start = time.monotonic()
         # The fleets are applied the way the baseline applies the children: --workers threads.
         applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args.replicas), args.workers)
@@ -381,6 +434,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
             children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
         finally:
             watch.close()
+        print_cpu(f"N={n}: CPU seconds until every child existed", CpuMeter.between(cpu_before, meter.read()))
         # What the operator had sent by then: anything beyond the children's applies is what
         # separates its time from the direct apply's.
         seen, counted_now = consistent_counts(cluster, identity, operator)

@@ -41,6 +41,22 @@ CHILD_LABELS: dict[str, Any] = {naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER, n
 POD_LABELS: dict[str, Any] = {naming.LABEL_NAME: naming.APP_NAME, naming.LABEL_INSTANCE: kopf.PRESENT}
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds every event's "essence" (a deep copy of the whole body) and diffs it against
+    the last handled one, for on.create/on.update/on.field handlers. This operator has none (its
+    handlers are on.event and indexes), so the copy was a quarter of kopf's CPU per event, spent
+    on every child's and pod's event at 1,000 fleets. Nothing is ever stored on the objects."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _selector(kind: kinds.Kind) -> tuple[str, str, str]:
     group, _, version = kind.api_version.rpartition("/")
     return group, version, kind.plural
@@ -153,6 +169,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     # Quiet by default: kopf's own Kubernetes events only for real trouble.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
+    settings.persistence.diffbase_storage = NoDiffBase()
     for kind in kinds.CHILD_KINDS:
         settings.watching.label_selectors[_selector(kind)] = CHILD_SELECTOR
     settings.watching.label_selectors[_selector(kinds.POD)] = POD_SELECTOR

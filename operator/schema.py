@@ -9,6 +9,7 @@ YAML in ``crds/`` is generated from the model, and a unit test checks it is up t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -198,9 +199,15 @@ def _field_schema(f: dataclasses.Field[Any], tp: Any) -> dict[str, Any]:
     return schema
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Resolving the string annotations is most of a parse otherwise (every pass of a new spec).
+    return typing.get_type_hints(cls)
+
+
 def object_schema(cls: type) -> dict[str, Any]:
     """OpenAPI v3 schema of a spec dataclass, with its class-level CEL rules."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     properties: dict[str, Any] = {}
     required: list[str] = []
     for f in dataclasses.fields(cls):
@@ -272,7 +279,7 @@ def parse(cls: type[D], raw: Any, path: str = "spec") -> D:
     """Build a frozen spec dataclass from API JSON, filling in the model's defaults."""
     if not isinstance(raw, Mapping):
         raise SpecError(f"{path}: expected an object")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = json_name(f)
