@@ -41,6 +41,11 @@ class Options:
     # How long a fleet's pass waits after a pod or a child's status moved, gathering the rest of
     # the burst: its status follows a pod that late, and a pod's start costs one pass, not several.
     coalesce_seconds: float = 1.0
+    # A burst of new or edited fleets arrives as many urgent passes with short gaps between them;
+    # the other passes (status writes, reports, the resync) wait until none has ended for this
+    # long, and run anyway once they have waited ``burst_hold_limit_seconds``.
+    burst_quiet_seconds: float = 0.5
+    burst_hold_limit_seconds: float = 30.0
     # HA: the kopf peering this replica belongs to (None: standalone), its identity and priority.
     peering: str | None = None
     identity: str = ""
@@ -117,6 +122,8 @@ class Controller:
         self._urgent_running = 0  # passes in flight from the urgent lane
         self._no_urgent_running = asyncio.Event()
         self._no_urgent_running.set()
+        self._urgent_ended = -float("inf")  # when the last urgent pass ended (monotonic)
+        self._held_since: dict[Key, float] = {}  # later-lane keys held back during a burst
         self._pause_listener = peering.KopfPauseListener(self.paused, self.resumed) if options.peering else None
         self._executor = ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="ttsfleet-pass")
         self._tasks: list[asyncio.Task[None]] = []
@@ -241,6 +248,11 @@ class Controller:
                     # A status write or a pod's report waits until the children of new and
                     # edited fleets are applied: its requests would slow theirs down.
                     await self._no_urgent_running.wait()
+                    hold = self._burst_hold(key)
+                    if hold > 0:
+                        # Back once the burst is over, without holding a worker meanwhile.
+                        self.queue.add_coalesced(key, hold)
+                        continue
                 if self._is_active(key[0]):
                     # Read the cache here, on the loop that kopf updates it from.
                     observed = self.cache.observe(*key)
@@ -265,6 +277,7 @@ class Controller:
             finally:
                 if urgent:
                     self._urgent_running -= 1
+                    self._urgent_ended = time.monotonic()
                     if not self._urgent_running:
                         self._no_urgent_running.set()
                 self.queue.done(key)
@@ -272,6 +285,26 @@ class Controller:
                 if due is not None:
                     self.queue.add_after(key, max(0.0, due - time.monotonic()))
                 metrics.QUEUE_DEPTH.set(len(self.queue))
+
+    def _burst_hold(self, key: Key) -> float:
+        """How long a later-lane pass should still wait for a burst of urgent passes to end (0:
+        run now). Between two fleets of a burst the urgent lane is empty for moments; a status
+        write run in such a gap slows the children of the fleets still to come."""
+        now = time.monotonic()
+        quiet = self.options.burst_quiet_seconds
+        if self.queue.urgent_waiting():
+            wait = quiet
+        elif now - self._urgent_ended < quiet:
+            wait = quiet - (now - self._urgent_ended)
+        else:
+            self._held_since.pop(key, None)
+            return 0.0
+        since = self._held_since.setdefault(key, now)
+        left = since + self.options.burst_hold_limit_seconds - now
+        if left <= 0:
+            self._held_since.pop(key, None)  # an endless burst does not starve the status
+            return 0.0
+        return min(wait, left)
 
     async def _resync_forever(self) -> None:
         while True:

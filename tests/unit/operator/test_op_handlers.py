@@ -377,3 +377,55 @@ def test_a_report_waits_for_the_children_of_a_new_fleet_even_with_a_worker_free(
 
     assert not asyncio.run(run())
     assert reconciler.started == ["new", "pods-moved"]
+
+
+class RecordingReconciler(Reconciler):
+    """Records the order in which passes start."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(kube)  # type: ignore[arg-type]
+        self.started: list[str] = []
+
+    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> Any:
+        from ttsfleet.operator.reconcile import Result
+
+        self.started.append(name)
+        return Result()
+
+
+def test_a_report_waits_out_the_gap_between_two_fleets_of_a_burst() -> None:
+    """Fleets of a burst arrive with gaps between them; a status write or report that ran in a
+    gap would compete with the children of the fleets still to come."""
+    reconciler = RecordingReconciler(FakeKube())
+    options = Options(clusterwide=True, max_workers=1, burst_quiet_seconds=5.0)
+    controller = Controller(reconciler, FakeCache([]), options)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        controller.start()
+        controller.enqueue(("ns", "first"))
+        controller.queue.add(("ns", "pods-moved"), urgent=False)
+        # The first fleet's pass is over, the worker is free, and the report is handed out
+        # (and parked) or still queued: the next fleet of the burst arrives.
+        while "first" not in reconciler.started or controller.passes_running:
+            await asyncio.sleep(0.01)
+        controller.enqueue(("ns", "second"))
+        while "pods-moved" not in reconciler.started:
+            await asyncio.sleep(0.01)
+        await controller.stop()
+
+    asyncio.run(run())
+    assert reconciler.started == ["first", "second", "pods-moved"]
+
+
+def test_a_held_report_runs_once_the_burst_is_quiet_or_after_the_hold_limit() -> None:
+    options = Options(clusterwide=True, burst_quiet_seconds=30.0, burst_hold_limit_seconds=60.0)
+    controller = Controller(RecordingReconciler(FakeKube()), FakeCache([]), options)  # type: ignore[arg-type]
+    key = ("ns", "pods-moved")
+    assert controller._burst_hold(key) == 0.0  # no urgent pass yet
+    controller._urgent_ended = controller_module.time.monotonic()
+    assert 0 < controller._burst_hold(key) <= 30.0  # one just ended: wait for the quiet
+    controller._urgent_ended -= 31.0
+    assert controller._burst_hold(key) == 0.0  # quiet for long enough
+    controller._urgent_ended = controller_module.time.monotonic()
+    controller._held_since[key] = controller_module.time.monotonic() - 61.0
+    assert controller._burst_hold(key) == 0.0  # held past the limit: runs despite the burst
