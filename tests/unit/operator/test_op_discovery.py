@@ -158,3 +158,27 @@ def test_a_discovery_answer_older_than_a_crd_event_is_not_cached() -> None:
     assert kube.served(SM) is True  # asked again, not the stale answer from the cache
     assert kube.served(SM) is True
     assert kube.looks == 2  # a fresh answer is cached
+
+
+def test_an_expired_answer_is_asked_for_once_when_every_worker_needs_it() -> None:
+    import threading
+
+    class SlowKube(Kube):
+        looks = 0
+        answering = threading.Event()
+
+        def discover(self, kind: kinds.Kind) -> bool:
+            self.looks += 1
+            self.answering.wait(5)  # every other worker asks while this request is on its way
+            return True
+
+    kube = SlowKube(None)  # type: ignore[arg-type]
+    answers: list[bool] = []
+    workers = [threading.Thread(target=lambda: answers.append(kube.served(SM))) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    kube.answering.set()
+    for worker in workers:
+        worker.join()
+    assert answers == [True] * 8
+    assert kube.looks == 1
