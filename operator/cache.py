@@ -82,9 +82,7 @@ def _container_states(statuses: Iterable[Mapping[str, Any]] | None) -> list[dict
         {
             "name": s.get("name"),
             "state": s.get("state") or {},
-            "lastState": {"terminated": last}
-            if (last := (s.get("lastState") or {}).get("terminated"))
-            else {},
+            "lastState": {"terminated": last} if (last := (s.get("lastState") or {}).get("terminated")) else {},
         }
         for s in statuses or ()
     ]
