@@ -108,7 +108,7 @@ class Controller:
         self.reconciler = reconciler
         self.cache = cache
         self.options = options
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self.queue: WorkQueue[Key] = WorkQueue(options.burst_quiet_seconds, options.burst_hold_limit_seconds)
         # None: active everywhere. kopf delivers events only to an active replica (see saw_event).
         self._active: set[str] | None = None if options.peering is None else set()
         # kopf paused this replica (a peer outranks it): no pass at all until kopf resumes it,
@@ -119,11 +119,6 @@ class Controller:
         self._running = 0  # passes in flight
         self._none_running = asyncio.Event()
         self._none_running.set()
-        self._urgent_running = 0  # passes in flight from the urgent lane
-        self._no_urgent_running = asyncio.Event()
-        self._no_urgent_running.set()
-        self._urgent_ended = -float("inf")  # when the last urgent pass ended (monotonic)
-        self._held_since: dict[Key, float] = {}  # later-lane keys held back during a burst
         self._pause_listener = peering.KopfPauseListener(self.paused, self.resumed) if options.peering else None
         self._executor = ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="ttsfleet-pass")
         self._tasks: list[asyncio.Task[None]] = []
@@ -239,25 +234,15 @@ class Controller:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Status writes and reports come out of the queue only once the urgent passes (new
+            # and edited fleets, repairs) are over: their requests would slow those down.
             key, urgent = await self.queue.get_with_lane()
             try:
-                if urgent:
-                    self._urgent_running += 1
-                    self._no_urgent_running.clear()
-                else:
-                    # A status write or a pod's report waits until the children of new and
-                    # edited fleets are applied: its requests would slow theirs down.
-                    await self._no_urgent_running.wait()
-                    hold = self._burst_hold(key)
-                    if hold > 0:
-                        # Back once the burst is over, without holding a worker meanwhile.
-                        self.queue.add_coalesced(key, hold)
-                        continue
                 if self._is_active(key[0]):
                     # Read the cache here, on the loop that kopf updates it from.
                     observed = self.cache.observe(*key)
                     # Other new or edited fleets still wait for (or are getting) their children.
-                    others_wait = self.queue.urgent_waiting() or (urgent and self._urgent_running > 1)
+                    others_wait = self.queue.urgent_waiting() or (urgent and self.queue.urgent_in_flight > 1)
                     self._running += 1
                     self._none_running.clear()
                     try:
@@ -269,42 +254,17 @@ class Controller:
                         if not self._running:
                             self._none_running.set()
                     if result is not None and result.status_deferred:
-                        self.queue.add(key, urgent=False)  # back once no urgent pass is left
+                        self.queue.add(key, urgent=False)  # back once the burst is over
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("pass of %s/%s failed", *key)
             finally:
-                if urgent:
-                    self._urgent_running -= 1
-                    self._urgent_ended = time.monotonic()
-                    if not self._urgent_running:
-                        self._no_urgent_running.set()
                 self.queue.done(key)
                 due = self.reconciler.retries.pending(key)
                 if due is not None:
                     self.queue.add_after(key, max(0.0, due - time.monotonic()))
                 metrics.QUEUE_DEPTH.set(len(self.queue))
-
-    def _burst_hold(self, key: Key) -> float:
-        """How long a later-lane pass should still wait for a burst of urgent passes to end (0:
-        run now). Between two fleets of a burst the urgent lane is empty for moments; a status
-        write run in such a gap slows the children of the fleets still to come."""
-        now = time.monotonic()
-        quiet = self.options.burst_quiet_seconds
-        if self.queue.urgent_waiting():
-            wait = quiet
-        elif now - self._urgent_ended < quiet:
-            wait = quiet - (now - self._urgent_ended)
-        else:
-            self._held_since.pop(key, None)
-            return 0.0
-        since = self._held_since.setdefault(key, now)
-        left = since + self.options.burst_hold_limit_seconds - now
-        if left <= 0:
-            self._held_since.pop(key, None)  # an endless burst does not starve the status
-            return 0.0
-        return min(wait, left)
 
     async def _resync_forever(self) -> None:
         while True:

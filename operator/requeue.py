@@ -9,9 +9,12 @@ queue the passes are drained from lives here too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import threading
+import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -39,14 +42,6 @@ class Backoff(Generic[K]):
             self._delays.pop(key, None)
             self._due.pop(key, None)
 
-    def due(self, now: float) -> list[K]:
-        """The keys whose time has come; each is handed out once per failure."""
-        with self._lock:
-            ready = [key for key, at in self._due.items() if at <= now]
-            for key in ready:
-                del self._due[key]
-            return ready
-
     def pending(self, key: K) -> float | None:
         with self._lock:
             return self._due.get(key)
@@ -57,23 +52,38 @@ class WorkQueue(Generic[K]):
     worker at a time; a key added while a worker holds it is handed out again once it is done, so
     the newest event is never lost and two passes of one fleet never overlap.
 
-    Two lanes: urgent keys (a new or changed fleet, a child edited or deleted, a retry) are handed
-    out before the rest (pods moving, the resync), so that a burst of new fleets gets its children
-    before the status updates of fleets already converging.
+    Two lanes: urgent keys (a new or changed fleet, a child edited or deleted, a retry) go before
+    the rest (pods moving, status left for later, the resync), so that a burst of new fleets gets
+    its children before the status updates of fleets already converging. The later lane also
+    waits out the burst itself: its keys are handed out only once no urgent pass runs and none
+    has ended for ``quiet_seconds`` (the fleets of a burst arrive with short gaps, and a status
+    write run in a gap slows the children of the fleets still to come), or once a key has waited
+    ``hold_limit_seconds``, so that an endless stream of edits cannot starve the status.
 
     What a fleet only reports on (its pods moving, a controller's status on a child) is coalesced
     (``add_coalesced``): one pod's start is a burst of events (scheduled, initialised, running,
     ready), each followed by the StatefulSet's and the PodDisruptionBudget's status; the key waits
     a moment from the first of them, and the burst makes one pass instead of one each."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        quiet_seconds: float = 0.0,
+        hold_limit_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._quiet = quiet_seconds
+        self._hold_limit = hold_limit_seconds
+        self._clock = clock
         self._urgent: deque[K] = deque()
         self._later: deque[K] = deque()
         self._queued: dict[K, bool] = {}  # key -> in the urgent lane
-        self._active: set[K] = set()
+        self._later_since: dict[K, float] = {}  # when each later-lane key was queued
+        self._active: dict[K, bool] = {}  # key handed out -> it came from the urgent lane
+        self._urgent_in_flight = 0
+        self._urgent_ended = -math.inf  # when the last urgent pass ended
         self._dirty: dict[K, bool] = {}
         self._settling: dict[K, asyncio.TimerHandle] = {}  # coalesced keys, until their delay ends
-        self._items = asyncio.Semaphore(0)
+        self._changed = asyncio.Event()  # replaced on every change; workers wait on the current one
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._settling)
@@ -84,14 +94,22 @@ class WorkQueue(Generic[K]):
             settling.cancel()
         if key in self._active:
             self._dirty[key] = self._dirty.get(key, False) or urgent
-        elif key not in self._queued:
+            return
+        if key not in self._queued:
             self._queued[key] = urgent
-            (self._urgent if urgent else self._later).append(key)
-            self._items.release()
+            if urgent:
+                self._urgent.append(key)
+            else:
+                self._later.append(key)
+                self._later_since[key] = self._clock()
         elif urgent and not self._queued[key]:
             self._later.remove(key)
+            del self._later_since[key]
             self._urgent.append(key)
             self._queued[key] = True
+        else:
+            return
+        self._notify()
 
     def add_after(self, key: K, delay: float, urgent: bool = True) -> None:
         asyncio.get_running_loop().call_later(delay, self.add, key, urgent)
@@ -113,22 +131,59 @@ class WorkQueue(Generic[K]):
         return (await self.get_with_lane())[0]
 
     async def get_with_lane(self) -> tuple[K, bool]:
-        """The next key, and whether it came from the urgent lane."""
-        await self._items.acquire()
-        urgent = bool(self._urgent)
-        key = self._urgent.popleft() if urgent else self._later.popleft()
+        """The next key, and whether it came from the urgent lane; waits while there is none, or
+        while the later lane waits out a burst."""
+        while True:
+            taken = self.get_nowait()
+            if isinstance(taken, tuple):
+                return taken
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):  # the wait is over: look again
+                await asyncio.wait_for(changed.wait(), None if taken == math.inf else taken)
+
+    def get_nowait(self) -> tuple[K, bool] | float:
+        """The next key and its lane if one may be handed out now; else how many seconds until
+        the later lane's first key may go, unless something changes first (inf: only a change)."""
+        if self._urgent:
+            return self._hand_out(self._urgent.popleft(), urgent=True)
+        if not self._later:
+            return math.inf
+        now = self._clock()
+        head = self._later[0]
+        limit_left = self._later_since[head] + self._hold_limit - now
+        quiet_left = math.inf if self._urgent_in_flight else self._urgent_ended + self._quiet - now
+        if quiet_left <= 0 or limit_left <= 0:
+            del self._later_since[head]
+            return self._hand_out(self._later.popleft(), urgent=False)
+        return min(quiet_left, limit_left)
+
+    def _hand_out(self, key: K, urgent: bool) -> tuple[K, bool]:
         del self._queued[key]
-        self._active.add(key)
+        self._active[key] = urgent
+        if urgent:
+            self._urgent_in_flight += 1
         return key, urgent
 
     def done(self, key: K) -> None:
-        self._active.discard(key)
+        if self._active.pop(key, False):
+            self._urgent_in_flight -= 1
+            self._urgent_ended = self._clock()
+            self._notify()  # the later lane's wait starts now
         if key in self._dirty:
             self.add(key, self._dirty.pop(key))
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def urgent_waiting(self) -> bool:
         """Whether keys wait in the urgent lane (new or edited fleets, repairs)."""
         return bool(self._urgent)
+
+    @property
+    def urgent_in_flight(self) -> int:
+        """Keys from the urgent lane whose pass has not ended."""
+        return self._urgent_in_flight
 
     def idle(self) -> bool:
         return not self._queued and not self._active and not self._settling

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -260,46 +261,6 @@ def test_identical_replicas_get_distinct_priorities_so_one_of_them_is_active() -
     assert parse_args(["-A"]).priority == 0
 
 
-def test_the_queue_hands_out_urgent_keys_first_and_never_one_key_twice_at_once() -> None:
-    async def drain() -> None:
-        queue: WorkQueue[str] = WorkQueue()
-        queue.add("pod-moved", urgent=False)
-        queue.add("resynced", urgent=False)
-        queue.add("new-fleet")
-        queue.add("resynced")  # an event with real work for a key already waiting: moves up
-        queue.add("new-fleet")  # already queued: once
-        assert len(queue) == 3
-        first = await queue.get()
-        queue.add(first)  # while a worker holds it: again after it is done, not now
-        order = [first, await queue.get(), await queue.get()]
-        assert order == ["new-fleet", "resynced", "pod-moved"]
-        assert len(queue) == 0
-        queue.done(first)
-        assert await queue.get() == "new-fleet"
-
-    asyncio.run(drain())
-
-
-def test_a_burst_of_reports_on_one_fleet_makes_one_pass_after_the_delay_and_real_work_does_not_wait() -> None:
-    async def burst() -> None:
-        queue: WorkQueue[str] = WorkQueue()
-        for _ in range(5):  # one pod starting: scheduled, initialised, running, ready, STS status
-            queue.add_coalesced("pods-moving", 0.05)
-        assert len(queue) == 1 and not queue.idle()  # waiting counts: a resync waits for it too
-        queue.add_coalesced("edited", 60)
-        queue.add("edited")  # then real work for the same fleet: now, and only once
-        assert await queue.get() == "edited"
-        queue.done("edited")
-        assert await asyncio.wait_for(queue.get(), 5) == "pods-moving"
-        queue.add_coalesced("pods-moving", 0.05)  # while its pass runs: that pass may have missed it
-        queue.done("pods-moving")
-        assert await asyncio.wait_for(queue.get(), 5) == "pods-moving"
-        queue.done("pods-moving")
-        assert queue.idle() and len(queue) == 0
-
-    asyncio.run(burst())
-
-
 class DeferringReconciler(Reconciler):
     """Defers the status of its first pass of each fleet, as a real pass does while others wait."""
 
@@ -336,96 +297,50 @@ def test_a_pass_that_left_its_status_for_later_comes_back_after_the_waiting_flee
 
 
 class GatedReconciler(Reconciler):
-    """Holds the pass of fleet "new" until the test lets it go; records when each pass started."""
+    """Holds the pass of fleet "new" until the test lets it go; records when each pass started
+    and ended."""
 
     def __init__(self, kube: FakeKube) -> None:
         super().__init__(kube)  # type: ignore[arg-type]
         self.gate = threading.Event()
-        self.started: list[str] = []
+        self.steps: list[str] = []
 
     def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> Any:
         from ttsfleet.operator.reconcile import Result
 
-        self.started.append(name)
+        self.steps.append(f"{name} started")
         if name == "new":
             self.gate.wait(30)
+        self.steps.append(f"{name} ended")
         return Result()
 
 
 def test_a_report_waits_for_the_children_of_a_new_fleet_even_with_a_worker_free() -> None:
     reconciler = GatedReconciler(FakeKube())
     controller = Controller(reconciler, FakeCache([]), Options(clusterwide=True, max_workers=2))  # type: ignore[arg-type]
+    looks = 0
 
-    async def run() -> list[str]:
+    def clock() -> float:  # the queue reads it whenever a worker looks at the later lane
+        nonlocal looks
+        looks += 1
+        return time.monotonic()
+
+    controller.queue = WorkQueue(clock=clock)
+
+    async def run() -> None:
         controller.start()
         controller.enqueue(("ns", "new"))
-        while reconciler.started != ["new"]:
+        while reconciler.steps != ["new started"]:
             await asyncio.sleep(0.01)
         controller.queue.add(("ns", "pods-moved"), urgent=False)
-        # Either its pass ran beside the new fleet's, or the second worker took it (a pass that
-        # starts counts in the same step) and holds it.
-        while not (
-            "pods-moved" in reconciler.started or (not len(controller.queue) and controller.passes_running == 1)
-        ):
+        added = looks
+        while looks == added:  # the free worker looked at the report, and left it queued
             await asyncio.sleep(0.01)
-        overlapped = "pods-moved" in reconciler.started
+        assert len(controller.queue) == 1
         reconciler.gate.set()
         while not controller.queue.idle():
             await asyncio.sleep(0.01)
         await controller.stop()
-        return overlapped
-
-    assert not asyncio.run(run())
-    assert reconciler.started == ["new", "pods-moved"]
-
-
-class RecordingReconciler(Reconciler):
-    """Records the order in which passes start."""
-
-    def __init__(self, kube: FakeKube) -> None:
-        super().__init__(kube)  # type: ignore[arg-type]
-        self.started: list[str] = []
-
-    def reconcile(self, namespace: str, name: str, observed: Observed | None = None, others_wait: bool = False) -> Any:
-        from ttsfleet.operator.reconcile import Result
-
-        self.started.append(name)
-        return Result()
-
-
-def test_a_report_waits_out_the_gap_between_two_fleets_of_a_burst() -> None:
-    """Fleets of a burst arrive with gaps between them; a status write or report that ran in a
-    gap would compete with the children of the fleets still to come."""
-    reconciler = RecordingReconciler(FakeKube())
-    options = Options(clusterwide=True, max_workers=1, burst_quiet_seconds=5.0)
-    controller = Controller(reconciler, FakeCache([]), options)  # type: ignore[arg-type]
-
-    async def run() -> None:
-        controller.start()
-        controller.enqueue(("ns", "first"))
-        controller.queue.add(("ns", "pods-moved"), urgent=False)
-        # The first fleet's pass is over, the worker is free, and the report is handed out
-        # (and parked) or still queued: the next fleet of the burst arrives.
-        while "first" not in reconciler.started or controller.passes_running:
-            await asyncio.sleep(0.01)
-        controller.enqueue(("ns", "second"))
-        while "pods-moved" not in reconciler.started:
-            await asyncio.sleep(0.01)
-        await controller.stop()
 
     asyncio.run(run())
-    assert reconciler.started == ["first", "second", "pods-moved"]
-
-
-def test_a_held_report_runs_once_the_burst_is_quiet_or_after_the_hold_limit() -> None:
-    options = Options(clusterwide=True, burst_quiet_seconds=30.0, burst_hold_limit_seconds=60.0)
-    controller = Controller(RecordingReconciler(FakeKube()), FakeCache([]), options)  # type: ignore[arg-type]
-    key = ("ns", "pods-moved")
-    assert controller._burst_hold(key) == 0.0  # no urgent pass yet
-    controller._urgent_ended = controller_module.time.monotonic()
-    assert 0 < controller._burst_hold(key) <= 30.0  # one just ended: wait for the quiet
-    controller._urgent_ended -= 31.0
-    assert controller._burst_hold(key) == 0.0  # quiet for long enough
-    controller._urgent_ended = controller_module.time.monotonic()
-    controller._held_since[key] = controller_module.time.monotonic() - 61.0
-    assert controller._burst_hold(key) == 0.0  # held past the limit: runs despite the burst
+    assert reconciler.steps == ["new started", "new ended", "pods-moved started", "pods-moved ended"]
