@@ -44,7 +44,7 @@ class Kube:
         self._served: dict[str, tuple[bool, float]] = {}
         self._served_lock = threading.Lock()
         self._served_epoch = 0
-        self._discovering: dict[str, threading.Lock] = {}
+        self._discovering = threading.Lock()
 
     @classmethod
     def connect(cls, context: str | None = None, connections: int = 10) -> Kube:
@@ -127,23 +127,30 @@ class Kube:
         """Whether the API server serves this kind (its CRD is installed), as discovery said at
         most ``DISCOVERY_TTL_SECONDS`` ago or since the last :meth:`forget_served`."""
         key = kind.api_version + "/" + kind.plural
-        with self._served_lock:
-            asking = self._discovering.setdefault(key, threading.Lock())
-        # One discovery request per kind at a time: when the answer expires, every worker's pass
-        # asks at once, and the others take the answer of the first.
-        with asking:
-            now = time.monotonic()
+        if (known := self._served_now(key)) is not None:
+            return known
+        # One discovery request at a time: when the answer expires, every worker's pass asks at
+        # once, and the others take the answer of the first.
+        with self._discovering:
+            if (known := self._served_now(key)) is not None:
+                return known
             with self._served_lock:
-                cached = self._served.get(key)
                 epoch = self._served_epoch
-            if cached and now - cached[1] < DISCOVERY_TTL_SECONDS:
-                return cached[0]
+            now = time.monotonic()
             found = self.discover(kind)
             with self._served_lock:
                 # An answer asked for before a forget_served() may predate the CRD event behind it.
                 if epoch == self._served_epoch:
                     self._served[key] = (found, now)
             return found
+
+    def _served_now(self, key: str) -> bool | None:
+        """The cached answer for ``key`` while it is fresh."""
+        with self._served_lock:
+            cached = self._served.get(key)
+        if cached and time.monotonic() - cached[1] < DISCOVERY_TTL_SECONDS:
+            return cached[0]
+        return None
 
     def discover(self, kind: Kind) -> bool:
         """Whether discovery lists this kind right now (no cache)."""
