@@ -68,7 +68,13 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE = "ttsfleet/worker:0.1.0"
 
 
-def fleet(name: str, replicas: int) -> dict[str, Any]:
+# A StorageClass of the bench's own, bound as soon as a claim exists: with the local-SSD class
+# (WaitForFirstConsumer) the scheduler and the PV controller match every pending claim against
+# every volume, and past a few hundred pending pods binding slows to about 20 pods a minute.
+IMMEDIATE_CLASS = "bench-immediate"
+
+
+def fleet(name: str, replicas: int, storage_class: str) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -79,8 +85,23 @@ def fleet(name: str, replicas: int) -> dict[str, Any]:
             # hf:// sources must pin a full commit (admission refuses branches and short hashes).
             "model": {"source": "hf://2Noise/ChatTTS", "revision": "1a3c2f6e9b8d4c7f0e5a2b1d3c6f9e8a7b4d2c1f"},
             "resources": {"gpu": 0, "cpu": "100m", "memory": "128Mi"},
+            "modelCache": {"storageClassName": storage_class},
         },
     }
+
+
+def immediate_volumes(plan: addons.NodePlan, per_node: int) -> list[dict[str, Any]]:
+    """The bench's class and its local volumes, as many on each node as the local-SSD ones."""
+    storage_class = {**addons.storage_class(), "volumeBindingMode": "Immediate"}
+    storage_class["metadata"] = {"name": IMMEDIATE_CLASS}
+    volumes = []
+    for node_name in plan.node_names():
+        for slot in range(per_node):
+            volume = addons.local_volume(plan, node_name, slot)
+            volume["metadata"] = {"name": f"{IMMEDIATE_CLASS}-{node_name}-{slot}"}
+            volume["spec"]["storageClassName"] = IMMEDIATE_CLASS
+            volumes.append(volume)
+    return [storage_class, *volumes]
 
 
 def wait(what: str, probe: Callable[[], bool], timeout: float, interval: float = 0.2) -> float:
@@ -111,6 +132,7 @@ class ChildWatch:
     def __init__(self, cluster: ClusterHandle, namespace: str) -> None:
         self._api = admin_client(cluster, pool=len(kinds.CHILD_KINDS))
         self._seen: set[tuple[str, str]] = set()
+        self._ready: set[str] = set()  # StatefulSets with every replica Ready
         self._lock = threading.Lock()
         self._stop = threading.Event()
         dynamic = DynamicClient(self._api)
@@ -130,8 +152,12 @@ class ChildWatch:
                 # A watch the API server ends (its timeout) starts again; names already seen stay.
                 for event in dynamic.watch(resource, namespace=namespace, label_selector=selector, timeout=60):
                     if event["type"] in ("ADDED", "MODIFIED"):
+                        obj = event["object"]
                         with self._lock:
-                            self._seen.add((resource.kind, event["object"].metadata.name))
+                            self._seen.add((resource.kind, obj.metadata.name))
+                            if resource.kind == "StatefulSet":
+                                ready = (obj.status.readyReplicas or 0) >= (obj.spec.replicas or 0)
+                                (self._ready.add if ready else self._ready.discard)(obj.metadata.name)
                     if self._stop.is_set():
                         return
         except Exception:
@@ -141,6 +167,10 @@ class ChildWatch:
     def count(self) -> int:
         with self._lock:
             return len(self._seen)
+
+    def statefulsets_ready(self) -> int:
+        with self._lock:
+            return len(self._ready)
 
     def close(self) -> None:
         self._stop.set()
@@ -157,12 +187,6 @@ def fleets_ready(cluster: ClusterHandle, namespace: str, n: int, settled: bool =
     if settled:
         ready = [o for o in ready if status_of(o, "Progressing") == "False"]
     return len(ready) == n
-
-
-def statefulsets_ready(cluster: ClusterHandle, namespace: str, n: int) -> bool:
-    items = kubectl_json(cluster, "get", "statefulsets", "-n", namespace)["items"]
-    ready = [s for s in items if (s.get("status") or {}).get("readyReplicas", 0) >= s["spec"].get("replicas", 1)]
-    return len(ready) >= n
 
 
 def apply_all(cluster: ClusterHandle, objects: list[dict[str, Any]], workers: int) -> float:
@@ -253,11 +277,10 @@ def cpu_seconds(pid: int) -> float:
 
 class CpuMeter:
     """CPU seconds of every process that matters to the measured window: the
-    cluster's components (from its state file), the operator and this bench."""
+    cluster's components, the operator and this bench."""
 
     def __init__(self, cluster: ClusterHandle, operator: Operator | None = None) -> None:
-        state = json.loads((cluster.workdir / "state.json").read_text())
-        self.pids: dict[str, int] = {**state.get("pids", {}), "bench": os.getpid()}
+        self.pids: dict[str, int] = {**cluster.component_pids(), "bench": os.getpid()}
         if operator is not None:
             self.pids["operator"] = operator.proc.pid
 
@@ -279,8 +302,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] if ordered else math.nan
 
 
-def fleets_in(namespace: str, n: int, replicas: int) -> list[dict[str, Any]]:
-    docs = [fleet(f"f{i:04d}", replicas) for i in range(n)]
+def fleets_in(namespace: str, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    storage_class = IMMEDIATE_CLASS if args.immediate_binding else addons.LOCAL_SSD_CLASS
+    docs = [fleet(f"f{i:04d}", args.replicas, storage_class) for i in range(n)]
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
     return docs
@@ -411,7 +435,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
 
     meter = CpuMeter(cluster)
     cpu_before = meter.read()
-    fleets_s = apply_all(cluster, fleets_in(direct_ns, n, args.replicas), args.workers)
+    fleets_s = apply_all(cluster, fleets_in(direct_ns, n, args), args.workers)
     print(f"N={n}: server-side apply of {n} fleets, no operator watching: {fleets_s:.2f} s", flush=True)
     print_cpu(f"N={n}: CPU seconds of applying the fleets", CpuMeter.between(cpu_before, meter.read()))
     children = rendered_children(cluster, direct_ns)
@@ -424,18 +448,18 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         answered_s = apply_all(cluster, children, args.workers)
         direct_s = wait(f"{len(children)} children", lambda: direct_watch.count() >= len(children), 600, 0.05)
         direct_s -= start_direct
+        print(
+            f"N={n}: direct server-side apply of {len(children)} children: every one seen after {direct_s:.2f} s "
+            f"(the last apply answered after {answered_s:.2f} s)",
+            flush=True,
+        )
+        print_cpu(f"N={n}: CPU seconds of the direct apply", CpuMeter.between(cpu_before, meter.read()))
+        # The controllers go on after the last apply answered (pods, volumes, their status; the
+        # controller-manager's client is rate-limited): let them finish, or their work would land
+        # in the operator's measured window.
+        waited = wait(f"{n} direct StatefulSets Ready", lambda: direct_watch.statefulsets_ready() >= n, 1800, 0.5)
     finally:
         direct_watch.close()
-    print(
-        f"N={n}: direct server-side apply of {len(children)} children: every one seen after {direct_s:.2f} s "
-        f"(the last apply answered after {answered_s:.2f} s)",
-        flush=True,
-    )
-    print_cpu(f"N={n}: CPU seconds of the direct apply", CpuMeter.between(cpu_before, meter.read()))
-    # The controllers go on after the last apply answered (pods, volumes, their status; the
-    # controller-manager's client is rate-limited): let them finish, or their work would land in
-    # the operator's measured window.
-    waited = wait(f"{n} direct StatefulSets Ready", lambda: statefulsets_ready(cluster, direct_ns, n), 1800, 2.0)
     print(f"N={n}: the direct fleets' pods were Ready {waited - start_direct:.0f} s after the first apply", flush=True)
 
     operator = Operator(
@@ -450,7 +474,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         cpu_before = meter.read()
         start = time.monotonic()
         # The fleets are applied the way the baseline applies the children: --workers threads.
-        applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args.replicas), args.workers)
+        applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args), args.workers)
         expected = len(children)
         try:
             children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
@@ -528,13 +552,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=8, help="threads of the direct-apply baseline")
     parser.add_argument("--operator-workers", type=int, default=8, help="the operator's --workers")
     parser.add_argument("--edits", type=int, default=20, help="spec edits timed until the StatefulSet follows")
+    parser.add_argument(
+        "--immediate-binding",
+        action="store_true",
+        help="cache volumes bound when their claim is created, not when the pod is scheduled "
+        "(for a thousand fleets with pods: see IMMEDIATE_CLASS)",
+    )
     args = parser.parse_args(argv)
 
     pods = 2 * sum(args.fleets) * args.replicas
     # Room for every pod of both halves on the three kwok nodes: a local PV each, and CPU for the
     # fetch init container's request.
     per_node = math.ceil(pods / 3) + 8
-    plan = addons.NodePlan(volumes_per_node=per_node, pods=max(110, per_node + 30), cpu=str(max(32, 2 * per_node)))
+    plan = addons.NodePlan(
+        volumes_per_node=16 if args.immediate_binding else per_node,
+        pods=max(110, per_node + 30),
+        cpu=str(max(32, 2 * per_node)),
+        # Each pod is scheduled on its fetch init container's 1 GiB; with immediate binding the
+        # volumes (and so the pods) are not spread by the scheduler: one node may get them all.
+        memory=f"{max(128, 2 * per_node)}Gi",
+    )
     with tempfile.TemporaryDirectory(prefix="operator-bench-") as tmp:
         workdir = Path(tmp) / "cluster"
         # kwok nodes only: the machine's one real node stays free for whatever else runs.
@@ -543,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
             cluster.kubectl("apply", "--server-side", "-f", str(crds))
             cluster.wait_crds_established()
             cluster.wait_for_owner_kind(API_VERSION, KIND)
+            if args.immediate_binding:
+                cluster.apply_objects(immediate_volumes(plan, per_node))
             identity = traffic.issue(cluster, "ttsfleet-bench-operator", "ttsfleet-bench", Path(tmp) / "op.kubeconfig")
             logs = Path(tempfile.mkdtemp(prefix="operator-bench-logs-"))
             rows = [run_one(cluster, identity, n, args, logs) for n in args.fleets]

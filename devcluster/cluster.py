@@ -39,6 +39,8 @@ SERVICE_CLUSTER_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 _STOP_GRACE_SECONDS = 10
 _REAL_NODE_BY_DEFAULT = True
+# The pids of the running components and the ports they listen on, in the cluster folder.
+STATE_FILE = "state.json"
 
 
 def default_workdir(name: str) -> Path:
@@ -60,6 +62,12 @@ class ClusterHandle:
     images: dict[str, str] = field(default_factory=dict)
     # How pods reach the API server without the `kubernetes` Service (host:port).
     pod_api_server: str = ""
+
+    def component_pids(self) -> dict[str, int]:
+        """The running components (etcd, kube-apiserver, ...), by name: the process group
+        leaders that ``down`` stops."""
+        state = json.loads((self.workdir / STATE_FILE).read_text())
+        return {name: int(pid) for name, pid in state.get("pids", {}).items()}
 
     @property
     def env(self) -> dict[str, str]:
@@ -189,7 +197,7 @@ class LocalCluster:
         # KEDA's and the Prometheus Operator's CRDs; off for a cluster without those add-ons.
         self.third_party_crds = third_party_crds
         self.logs_dir = workdir / "logs"
-        self.state_file = workdir / "state.json"
+        self.state_file = workdir / STATE_FILE
 
     # -- public -------------------------------------------------------------------------------
 

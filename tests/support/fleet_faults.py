@@ -18,6 +18,7 @@ from typing import Any
 from fleet_helpers import condition, fleet, get, items
 from operator_process import OperatorProcess
 
+from ttsfleet.devcluster.cluster import STATE_FILE
 from ttsfleet.operator import desired, naming
 from ttsfleet.operator.naming import Owner
 from ttsfleet.operator.spec import parse_spec
@@ -153,7 +154,7 @@ def _group_gone(pid: int) -> bool:
 
 def component_argv(cluster: Any, name: str) -> list[str]:
     """The command line one component of the local cluster runs with now."""
-    pid = int(json.loads((Path(cluster.workdir) / "state.json").read_text())["pids"][name])
+    pid = cluster.component_pids()[name]
     return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
 
 
@@ -164,7 +165,7 @@ def restart_component(
     same command line (or ``argv`` of it), environment and log; the state file learns the new pid
     so that the cluster's teardown stops it. Returns how long it was down; returns when the
     process runs again (not when it is ready)."""
-    state_file = Path(cluster.workdir) / "state.json"
+    state_file = Path(cluster.workdir) / STATE_FILE
     state = json.loads(state_file.read_text())
     pid = int(state["pids"][name])
     command = component_argv(cluster, name)
