@@ -25,7 +25,10 @@ WORKER_COMMAND = ["ttsfleet-worker"]
 FETCH_COMMAND = ["ttsfleet-fetch"]
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = contract.WORKER_UID
-STARTUP_PERIOD_SECONDS = 10
+# A pod turns Ready at the first startup probe after warmup: every second of the period is, on
+# average, half a second later for each new pod (a scale-out, a rollout step). The probe is one
+# local HTTP GET.
+STARTUP_PERIOD_SECONDS = 2
 # Time for kube-proxy/Gateway to drop the pod from endpoints before the server stops accepting.
 PRE_STOP_DELAY_SECONDS = 10
 SHUTDOWN_MARGIN_SECONDS = 15
