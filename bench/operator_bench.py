@@ -97,7 +97,7 @@ def fleet(name: str, replicas: int, storage_class: str) -> dict[str, Any]:
 
 
 def immediate_volumes(plan: addons.NodePlan, per_node: int) -> list[dict[str, Any]]:
-    """The bench's class and its local volumes, as many on each node as the local-SSD ones."""
+    """The bench's class and ``per_node`` local volumes of it on each node."""
     storage_class = {**addons.storage_class(), "volumeBindingMode": "Immediate"}
     storage_class["metadata"] = {"name": IMMEDIATE_CLASS}
     volumes = []
