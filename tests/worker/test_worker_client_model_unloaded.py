@@ -13,6 +13,11 @@ from ttsfleet.worker.client import Chunk, FleetClient, Overloaded, RequestReject
 UNLOADED = "Request for unknown model: 'chattts' has no available versions"
 # The same draining pod once Triton has finished unloading the model.
 GONE = "Request for unknown model: 'chattts' is not found"
+# The same pod between SIGTERM and the unload: its scheduler refuses at enqueue.
+STOPPING = (
+    "[request id: f9bc81138010407599bd2f0707b191f7] Server is stopping, scheduler for model has stopped "
+    "accepting new inference requests"
+)
 
 
 class _Unloaded:
@@ -35,6 +40,7 @@ class _Serving:
 def test_model_not_loaded_is_a_refusal_another_pod_can_take() -> None:
     assert isinstance(client._rejection(UNLOADED), Overloaded)
     assert isinstance(client._rejection(GONE), Overloaded)
+    assert isinstance(client._rejection(STOPPING), Overloaded)
     assert not isinstance(client._rejection("text is empty"), Overloaded)
     assert isinstance(client._rejection("text is empty"), RequestRejected)
 
