@@ -11,8 +11,6 @@ fixture create one.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -60,22 +58,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.worker)
     first = (REAL_NODE_GROUP, WORKER_GROUP)
     items.sort(key=lambda item: first.index(group) if (group := xdist_group(item.nodeid)) in first else len(first))
-
-
-# Niceness of every other group's processes (their clusters, operators and tritonservers start
-# from the test process and inherit it): the real-node group is the run's critical path, and on 2
-# cores the other workers' busy threads each weighed as much as all of its pods together.
-OTHER_GROUPS_NICENESS = 10
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before the test's fixtures start anything: its group's CPU priority (see above)."""
-    wanted = 0 if xdist_group(item.nodeid) == REAL_NODE_GROUP else OTHER_GROUPS_NICENESS
-    if os.getpriority(os.PRIO_PROCESS, 0) != wanted:
-        # Back to 0 needs root (as on CI); elsewhere a worker stays where it is.
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, wanted)
 
 
 @pytest.hookimpl(tryfirst=True)

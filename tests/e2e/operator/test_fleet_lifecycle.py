@@ -62,7 +62,7 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
     wait_for(
         "the fleet to settle",
         lambda: condition(get(cluster, namespace, "ttsd", NAME), "Progressing").get("status") == "False",
-        30,
+        HANG_GUARD_SECONDS,
     )
     before = versions()
     running_operator.wait_for_resyncs()
@@ -88,11 +88,14 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         json.dumps({"spec": {"image": new_image}}),
     )
 
+    seen: dict[str, Any] = {}  # what the last look found, for the message if the wait fails
+
     def canary_done() -> dict[str, str] | None:
         images = {p["metadata"]["name"]: p["spec"]["containers"][0]["image"] for p in pods(cluster, namespace)}
         obj = get(cluster, namespace, "ttsd", NAME)
         progressing = condition(obj, "Progressing")
         ready = condition(obj, "Ready")
+        seen.update(images=images, progressing=progressing, ready=ready)
         done = (
             images.get(f"{NAME}-2") == new_image
             and progressing.get("reason") == "PartitionRolledOut"
@@ -100,7 +103,10 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         )
         return images if done else None
 
-    images = wait_for("pod 2 to run the canary image and the fleet to settle", canary_done, 90)
+    try:
+        images = wait_for("pod 2 to run the canary image and the fleet to settle", canary_done, HANG_GUARD_SECONDS)
+    except AssertionError as error:
+        raise AssertionError(f"{error}; last seen: {seen}") from None
     assert images[f"{NAME}-0"] == IMAGE
     assert images[f"{NAME}-1"] == IMAGE
 
@@ -168,4 +174,4 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         ]
         return not left
 
-    wait_for("every child, pod and PVC of the fleet to be garbage-collected", all_gone, 60)
+    wait_for("every child, pod and PVC of the fleet to be garbage-collected", all_gone, HANG_GUARD_SECONDS)
