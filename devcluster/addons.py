@@ -79,31 +79,32 @@ def node(plan: NodePlan, index: int) -> dict[str, Any]:
     }
 
 
-def storage_class() -> dict[str, Any]:
+def storage_class(name: str = LOCAL_SSD_CLASS, binding: str = "WaitForFirstConsumer") -> dict[str, Any]:
+    """The local-SSD class. Its binding waits for the scheduler so the pod and its cache land on
+    the same node; ``Immediate`` binds a claim when it is created (the operator bench's class)."""
     return {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
-        "metadata": {"name": LOCAL_SSD_CLASS},
+        "metadata": {"name": name},
         "provisioner": "kubernetes.io/no-provisioner",
-        # Binding waits for the scheduler so the pod and its cache land on the same node.
-        "volumeBindingMode": "WaitForFirstConsumer",
+        "volumeBindingMode": binding,
         "reclaimPolicy": "Delete",
     }
 
 
-def local_volume(plan: NodePlan, node_name: str, slot: int) -> dict[str, Any]:
+def local_volume(plan: NodePlan, node_name: str, slot: int, class_name: str = LOCAL_SSD_CLASS) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": f"{LOCAL_SSD_CLASS}-{node_name}-{slot}",
+            "name": f"{class_name}-{node_name}-{slot}",
             "labels": {LOCAL_SSD_LABEL: "true", HOSTNAME_LABEL: node_name},
         },
         "spec": {
             "capacity": {"storage": plan.volume_size},
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Delete",
-            "storageClassName": LOCAL_SSD_CLASS,
+            "storageClassName": class_name,
             "volumeMode": "Filesystem",
             "local": {"path": f"/mnt/disks/ssd{slot}"},
             "nodeAffinity": {

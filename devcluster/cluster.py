@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from ttsfleet.cache import cache_root
-from ttsfleet.devcluster import addons, binaries, hostnet, images, pki, realnode, upstream
+from ttsfleet.devcluster import STATE_FILE, addons, binaries, hostnet, images, pki, realnode, upstream
 from ttsfleet.devcluster.waiting import wait_for
 from ttsfleet.ports import free_port
 
@@ -39,8 +39,6 @@ SERVICE_CLUSTER_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
 _STOP_GRACE_SECONDS = 10
 _REAL_NODE_BY_DEFAULT = True
-# The pids of the running components and the ports they listen on, in the cluster folder.
-STATE_FILE = "state.json"
 
 
 def default_workdir(name: str) -> Path:
@@ -62,6 +60,12 @@ class ClusterHandle:
     images: dict[str, str] = field(default_factory=dict)
     # How pods reach the API server without the `kubernetes` Service (host:port).
     pod_api_server: str = ""
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether the cluster's components are processes of this machine that tests may stop
+        and restart (not an external or kind cluster)."""
+        return (self.workdir / STATE_FILE).exists()
 
     def component_pids(self) -> dict[str, int]:
         """The running components (etcd, kube-apiserver, ...), by name: the process group

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ttsfleet.cache import cache_root
+from ttsfleet.devcluster import STATE_FILE
 from ttsfleet.devcluster.realnode import (
     BRIDGE,
     CGROUP_PARENT,
@@ -76,7 +77,7 @@ def current_owner() -> Path | None:
         owner = Path(OWNER_FILE.read_text().strip())
     except FileNotFoundError:
         return None
-    state = owner / "state.json"
+    state = owner / STATE_FILE
     if not state.exists():
         return None
     pids = json.loads(state.read_text()).get("pids", {})

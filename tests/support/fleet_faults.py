@@ -18,7 +18,7 @@ from typing import Any
 from fleet_helpers import condition, fleet, get, items
 from operator_process import OperatorProcess
 
-from ttsfleet.devcluster.cluster import STATE_FILE
+from ttsfleet.devcluster import STATE_FILE
 from ttsfleet.operator import desired, naming
 from ttsfleet.operator.naming import Owner
 from ttsfleet.operator.spec import parse_spec

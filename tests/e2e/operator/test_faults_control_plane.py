@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ DOWN_SECONDS = 5.0
 
 @pytest.fixture
 def local_cluster(cluster: Any) -> Any:
-    if not (Path(cluster.workdir) / "state.json").exists():
+    if not cluster.runs_here:
         pytest.skip("needs the local cluster's processes (not an external cluster)")
     return cluster
 

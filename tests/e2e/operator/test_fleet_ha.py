@@ -60,7 +60,7 @@ def identities(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 def audit_log(cluster: Any, identities: dict[str, traffic.Identity]) -> Iterator[Path]:
     """kube-apiserver restarted with an audit log of the two identities' writes (only theirs: the
     rest of the session pays nothing), and restarted without it after the module."""
-    if not (Path(cluster.workdir) / "state.json").exists():
+    if not cluster.runs_here:
         pytest.skip("needs the local cluster's processes to add an audit log (not an external cluster)")
     policy = {
         "apiVersion": "audit.k8s.io/v1",
