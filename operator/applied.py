@@ -34,13 +34,12 @@ def stamp(obj: dict[str, Any]) -> dict[str, Any]:
     """The desired object with its own hash as an annotation (the hash excludes the annotation)."""
     stamped = copy.deepcopy(obj)
     meta = stamped.setdefault("metadata", {})
-    annotations = dict(meta.get("annotations") or {})
-    annotations.pop(ANNOTATION, None)
-    meta["annotations"] = annotations
-    unstamped = copy.deepcopy(stamped)
-    if not annotations:
-        del unstamped["metadata"]["annotations"]
-    annotations[ANNOTATION] = digest(unstamped)
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != ANNOTATION}
+    # Hashed as it is without the stamp: no annotations at all when the stamp is the only one.
+    unstamped_meta = {k: v for k, v in meta.items() if k != "annotations"}
+    if annotations:
+        unstamped_meta["annotations"] = annotations
+    meta["annotations"] = {**annotations, ANNOTATION: digest({**stamped, "metadata": unstamped_meta})}
     return stamped
 
 
