@@ -488,19 +488,19 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
             children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
         finally:
             watch.close()
-        # Started once the children exist: its events would weigh on the measured time only.
+        # As of that moment (the operator's counters move on at once: status writes follow).
+        cpu_at_children = CpuMeter.between(cpu_before, meter.read())
+        counted_now = {name: operator.metric(name) for name in COUNTED}
+        print_cpu(f"N={n}: CPU seconds until every child existed", cpu_at_children)
+        counted_until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
+        print(
+            f"N={n}: until every child existed, per fleet: {counted_until[PASSES]:.1f} passes, "
+            f"{counted_until[APPLIES]:.1f} child applies, {counted_until[STATUS_WRITES]:.1f} status writes",
+            flush=True,
+        )
+        # Started once the children exist, so that its events weigh on none of the measured time.
         fleet_watch = NamespaceWatch(cluster, op_ns, fleets=True)
         try:
-            # As of that moment (the operator's counters move on at once: status writes follow).
-            cpu_at_children = CpuMeter.between(cpu_before, meter.read())
-            counted_now = {name: operator.metric(name) for name in COUNTED}
-            print_cpu(f"N={n}: CPU seconds until every child existed", cpu_at_children)
-            counted_until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
-            print(
-                f"N={n}: until every child existed, per fleet: {counted_until[PASSES]:.1f} passes, "
-                f"{counted_until[APPLIES]:.1f} child applies, {counted_until[STATUS_WRITES]:.1f} status writes",
-                flush=True,
-            )
             ready_at = wait(f"{n} fleets Ready", lambda: fleet_watch.fleets_ready() >= n, 900, 0.2)
             wait(f"{n} fleets settled", lambda: fleet_watch.fleets_ready(settled=True) >= n, 900, 0.2)
             resyncs = operator.metric("ttsfleet_operator_resyncs_total")
