@@ -175,7 +175,7 @@ class NamespaceWatch:
                 self._fleets[name] = (ready, ready and conditions.get("Progressing") == "False")
                 return
             self._seen.add((kind, name))
-            if kind == "StatefulSet":
+            if kind == kinds.STATEFULSET.kind:
                 ready = (obj.status.readyReplicas or 0) >= (obj.spec.replicas or 0)
                 (self._ready.add if ready else self._ready.discard)(name)
 

@@ -20,8 +20,15 @@ PINNED_REVISION = "1a3c2f6e9b8d4c7f0e5a2b1d3c6f9e8a7b4d2c1f"
 HANG_GUARD_SECONDS = 180
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something truthy; fail saying what was awaited, how long."""
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout: float,
+    interval: float = 0.5,
+    explain: Callable[[], Any] | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail saying what was awaited, how long,
+    and what was last seen (``explain()`` when given: a probe that answers None says nothing)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while True:
@@ -29,7 +36,8 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+            seen = explain() if explain is not None else last
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {seen!r})")
         time.sleep(interval)
 
 

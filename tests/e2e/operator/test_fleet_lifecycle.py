@@ -103,10 +103,9 @@ def test_create_rollout_scale_repair_delete(cluster: Any, namespace: str, runnin
         )
         return images if done else None
 
-    try:
-        images = wait_for("pod 2 to run the canary image and the fleet to settle", canary_done, HANG_GUARD_SECONDS)
-    except AssertionError as error:
-        raise AssertionError(f"{error}; last seen: {seen}") from None
+    images = wait_for(
+        "pod 2 to run the canary image and the fleet to settle", canary_done, HANG_GUARD_SECONDS, explain=lambda: seen
+    )
     assert images[f"{NAME}-0"] == IMAGE
     assert images[f"{NAME}-1"] == IMAGE
 
