@@ -61,12 +61,6 @@ class ClusterHandle:
     # How pods reach the API server without the `kubernetes` Service (host:port).
     pod_api_server: str = ""
 
-    @property
-    def runs_here(self) -> bool:
-        """Whether the cluster's components are processes of this machine that tests may stop
-        and restart (not an external or kind cluster)."""
-        return (self.workdir / STATE_FILE).exists()
-
     def component_pids(self) -> dict[str, int]:
         """The running components (etcd, kube-apiserver, ...), by name: the process group
         leaders that ``down`` stops."""

@@ -6,11 +6,15 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
+from ttsfleet.operator.spec import API_VERSION, KIND
+
 T = TypeVar("T")
+CRDS = Path(__file__).resolve().parents[2] / "crds"
 IMAGE = "ttsfleet/worker:0.1.0"
 # hf:// sources must pin a full commit (the API server refuses a branch such as main).
 PINNED_REVISION = "1a3c2f6e9b8d4c7f0e5a2b1d3c6f9e8a7b4d2c1f"
@@ -39,6 +43,14 @@ def wait_for(
             seen = explain() if explain is not None else last
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {seen!r})")
         time.sleep(interval)
+
+
+def install_crds(cluster: Any) -> None:
+    """The project's CRDs (crds/), established and served before the operator starts."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
+    for path in sorted(CRDS.glob("*.yaml")):
+        cluster.wait_crds_established("-f", str(path))
+    cluster.wait_for_owner_kind(API_VERSION, KIND)
 
 
 def get(cluster: Any, namespace: str, *what: str) -> dict[str, Any] | None:

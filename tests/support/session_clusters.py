@@ -11,9 +11,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from ttsfleet import logs
 from ttsfleet.devcluster import binaries
-from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir, reap_stale
+from ttsfleet.devcluster.cluster import ClusterHandle, LocalCluster, default_workdir, reap_stale, running
 from ttsfleet.devcluster.kind import KindCluster
 
 
@@ -41,3 +43,17 @@ def session_cluster(prefix: str, *, real_nodes: int | None) -> Iterator[ClusterH
         yield handle
     finally:
         local.down()
+
+
+def own_cluster(prefix: str, why: str, *, third_party_crds: bool = True) -> Iterator[ClusterHandle]:
+    """A local cluster (kwok nodes) for one module that restarts or reconfigures the control plane,
+    or changes its CRDs: what it breaks must not reach the modules that share the session's
+    cluster (a kube-controller-manager whose informers an etcd restart left behind stalls every
+    StatefulSet after it). About 15 s to start. Skips on an external or kind cluster: ``why``
+    says what the module needs its own for."""
+    if os.environ.get("TTSFLEET_TEST_KUBECONFIG") or os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
+        pytest.skip(f"needs a local cluster of its own ({why})")
+    logs.configure()
+    reap_stale(prefix)
+    with running(default_workdir(f"{prefix}-{os.getpid()}"), third_party_crds=third_party_crds, real_nodes=0) as handle:
+        yield handle

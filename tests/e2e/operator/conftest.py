@@ -4,24 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from fleet_helpers import install_crds
 from operator_process import OperatorProcess
-
-from ttsfleet.operator.spec import API_VERSION, KIND
-
-REPO = Path(__file__).resolve().parents[3]
-CRDS = REPO / "crds"
 
 
 @pytest.fixture(scope="session")
 def crds(cluster: Any) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    for path in sorted(CRDS.glob("*.yaml")):
-        cluster.wait_crds_established("-f", str(path))
-    cluster.wait_for_owner_kind(API_VERSION, KIND)
+    install_crds(cluster)
 
 
 # Per module, like the chart tests' operator: an operator watching every namespace must not

@@ -5,7 +5,10 @@ without a goodbye (SIGKILL) the standby takes over within the peering lifetime.
 logs: each replica runs under a ServiceAccount of its own, and for this module kube-apiserver
 keeps an audit log of those two users' write requests (when each was received and answered).
 Every write of the replica that hands over must be answered before the first write of the one
-that takes over is received. Keep-alives in the peering object are not acting and not counted."""
+that takes over is received. Keep-alives in the peering object are not acting and not counted.
+
+The module has a cluster of its own: restarting kube-apiserver (twice, for the audit log) leaves
+other clients' informers behind, which must not stall the modules that share the session's."""
 
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ from typing import Any
 import pytest
 import yaml
 from fleet_faults import api_ready, restart_component
-from fleet_helpers import apply, fleet, get, ready_fleet, wait_for
+from fleet_helpers import apply, fleet, get, install_crds, ready_fleet, wait_for
 from operator_process import OperatorProcess
+from session_clusters import own_cluster
 
 from ttsfleet.devcluster import traffic
+from ttsfleet.devcluster.cluster import ClusterHandle
 
 NAME = "ha"
 PEERING = "ttsfleet-ha"
@@ -47,6 +52,16 @@ def username(identity: traffic.Identity) -> str:
 
 
 @pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterHandle]:
+    yield from own_cluster("e2e-ha", "it restarts kube-apiserver with an audit log")
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: ClusterHandle) -> None:
+    install_crds(cluster)
+
+
+@pytest.fixture(scope="module")
 def identities(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, traffic.Identity]:
     """Two replica identities, A and B (ServiceAccounts with kubeconfigs of their own)."""
     folder = tmp_path_factory.mktemp("ha-identities")
@@ -57,11 +72,9 @@ def identities(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 
 @pytest.fixture(scope="module")
-def audit_log(cluster: Any, identities: dict[str, traffic.Identity]) -> Iterator[Path]:
-    """kube-apiserver restarted with an audit log of the two identities' writes (only theirs: the
-    rest of the session pays nothing), and restarted without it after the module."""
-    if not cluster.runs_here:
-        pytest.skip("needs the local cluster's processes to add an audit log (not an external cluster)")
+def audit_log(cluster: Any, identities: dict[str, traffic.Identity]) -> Path:
+    """kube-apiserver restarted with an audit log of the two identities' writes (only theirs); the
+    module's own cluster goes with it, so nothing restores the flags."""
     policy = {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
@@ -83,11 +96,7 @@ def audit_log(cluster: Any, identities: dict[str, traffic.Identity]) -> Iterator
     ]
     restart_component(cluster, "kube-apiserver", 0, lambda argv: argv + flags)
     wait_for("kube-apiserver ready with the audit log", lambda: api_ready(cluster), 180)
-    try:
-        yield log_path
-    finally:
-        restart_component(cluster, "kube-apiserver", 0, lambda argv: [a for a in argv if a not in flags])
-        wait_for("kube-apiserver ready again", lambda: api_ready(cluster), 180)
+    return log_path
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,16 @@ than removing CRDs that the other tests in the session rely on."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fleet_helpers import HANG_GUARD_SECONDS, apply, condition, fleet, get, ready_fleet, wait_for
 from operator_process import OperatorProcess, watching
+from session_clusters import own_cluster
 
 from ttsfleet.devcluster import upstream
-from ttsfleet.devcluster.cluster import ClusterHandle, default_workdir, running
+from ttsfleet.devcluster.cluster import ClusterHandle
 
 NAMESPACE = "no-addons"
 NAME = "plain"
@@ -26,10 +26,7 @@ SERVICEMONITORS = "servicemonitors.monitoring.coreos.com"
 
 @pytest.fixture(scope="module")
 def bare_cluster() -> Iterator[ClusterHandle]:
-    if os.environ.get("TTSFLEET_TEST_KUBECONFIG") or os.environ.get("TTSFLEET_CLUSTER_BACKEND") == "kind":
-        pytest.skip("needs a local cluster of its own (it installs CRDs mid-test)")
-    with running(default_workdir(f"e2e-bare-{os.getpid()}"), third_party_crds=False, real_nodes=0) as handle:
-        yield handle
+    yield from own_cluster("e2e-bare", "it installs CRDs mid-test", third_party_crds=False)
 
 
 @pytest.fixture
