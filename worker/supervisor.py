@@ -18,7 +18,9 @@
   get "Stub process ... is not healthy", and a SIGTERM then waits out the whole exit timeout.
   The supervisor notices the missing stub at its next poll and kills tritonserver at once: every
   open client stream ends with a connection error instead of silence, and the container exits
-  non-zero with the reason, so the kubelet restarts it with a fresh Triton.
+  non-zero with the reason, so the kubelet restarts it with a fresh Triton. Under load Triton may
+  abort on its own first (a lock the stub held, exit code 250): the supervisor still names the
+  stub that died in the termination message and exits non-zero.
 * **A drain ends when nothing is left open.** On SIGTERM Triton refuses new requests and lets the
   open ones finish, but a client's idle gRPC stream (the client library keeps one per pod for its
   next request) holds the streaming model loaded until Triton's exit timeout, after which
@@ -146,6 +148,23 @@ def backend_stubs(parent_pid: int, proc: Path = PROC) -> dict[int, str]:
     return stubs
 
 
+def process_alive(pid: int, proc: Path = PROC) -> bool:
+    """Whether ``pid`` is still a running process (a zombie has died, whoever reaps it)."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def stub_death_reason(dead: dict[int, str]) -> str:
+    stubs = ", ".join(f"model {model} (pid {pid})" for pid, model in sorted(dead.items()))
+    return (
+        f"the python backend stub of {stubs} died; Triton does not restart it and leaves its open "
+        "streams unanswered: restarting the container"
+    )
+
+
 def read_metrics(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return str(response.read().decode())
@@ -168,6 +187,7 @@ class Supervisor:
         metrics: Callable[[str], str] = read_metrics,
         clock: Callable[[], float] = time.monotonic,
         stubs: Callable[[], dict[int, str]] | None = None,
+        alive: Callable[[int], bool] = process_alive,
     ) -> None:
         self.server = server
         self.serving = serving
@@ -178,6 +198,10 @@ class Supervisor:
         self.metrics = metrics
         self.clock = clock
         self.stubs = stubs or self._server_stubs
+        self.alive = alive
+        # The supervisor's thread and the main thread (once tritonserver has exited) may both
+        # find a failure: the first one's reason is the one left.
+        self._failing = threading.Lock()
         self.failure: str | None = None
         self.drained = False  # the drain finished and the supervisor stopped tritonserver
         self._draining = threading.Event()
@@ -196,9 +220,16 @@ class Supervisor:
         self._stop.set()
 
     def exit_code(self, triton_code: int) -> int:
+        """The worker's exit code once tritonserver has exited with ``triton_code``."""
         # After a failure we stopped tritonserver ourselves: whatever it exited with (killed,
-        # or its own code for an interrupted shutdown, 250 seen under load) is a consequence,
-        # and the reason is the termination message. After a finished drain, likewise: success.
+        # or its own code for an interrupted shutdown) is a consequence, and the reason is the
+        # termination message. After a finished drain, likewise: success.
+        if self.failure is None and not self.drained and not self._stop.is_set():
+            # It ended on its own. A stub that died under it is the reason (Triton aborts when
+            # one dies holding a lock, before the next poll would have seen the stub gone).
+            dead = {pid: model for pid, model in self.watched_stubs.items() if not self.alive(pid)}
+            if dead:
+                self._record_failure(stub_death_reason(dead))
         if self.failure is not None:
             return EXIT_FAILED
         return 0 if self.drained else triton_code
@@ -261,15 +292,10 @@ class Supervisor:
             alive = self.stubs()
             dead = {pid: model for pid, model in self.watched_stubs.items() if pid not in alive}
             if dead:
-                pid, model = sorted(dead.items())[0]
                 # Nothing left to drain: the dead stub's streams get no further answer, and
                 # Triton would hold a SIGTERM for its whole exit timeout. Kill it now, so every
                 # client stream ends with a connection error and the kubelet restarts us.
-                self._fail(
-                    f"the python backend stub of model {model} (pid {pid}) died; Triton does not "
-                    "restart it and leaves its open streams unanswered: restarting the container",
-                    grace=0,
-                )
+                self._fail(stub_death_reason(dead), grace=0)
                 return False
         try:
             healthy = engine_healthy(self.metrics(self.server.metrics_url), self.serving.model_name)
@@ -301,7 +327,14 @@ class Supervisor:
             return False
         return self.load()
 
-    def _fail(self, reason: str, grace: float = 30) -> None:
-        self.failure = reason
+    def _record_failure(self, reason: str) -> bool:
+        with self._failing:
+            if self.failure is not None:
+                return False
+            self.failure = reason
         fail(reason, self.termination_log)
-        self.server.stop(timeout=grace)
+        return True
+
+    def _fail(self, reason: str, grace: float = 30) -> None:
+        if self._record_failure(reason):
+            self.server.stop(timeout=grace)

@@ -12,7 +12,7 @@ import pytest
 
 from ttsfleet.contract import ServingConfig
 from ttsfleet.worker.client import Overloaded, _rejection
-from ttsfleet.worker.supervisor import EXIT_FAILED, STUB_BINARY, Supervisor, backend_stubs
+from ttsfleet.worker.supervisor import EXIT_FAILED, STUB_BINARY, Supervisor, backend_stubs, process_alive
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +116,37 @@ def test_stubs_going_away_while_the_container_stops_are_not_a_failure(tmp_path: 
     watch.stop()  # SIGTERM: Triton finalizes the models, their stubs exit
     live.clear()
     assert watch.check() and watch.failure is None
+
+
+def test_a_stub_dead_when_tritonserver_exits_on_its_own_is_the_reason(tmp_path: Path) -> None:
+    """Under load Triton 2.51 aborts (exit 250) when a stub dies holding a lock, before the next
+    poll sees the stub gone (seen in the real-Triton test): the stub is still named, the exit is a
+    failure. Once tritonserver is gone its stubs are nobody's children: liveness is by pid."""
+    proc = tmp_path / "proc"
+    _proc_entry(proc, 202, 1, _stub_argv("chattts_unary"))  # reparented, still exiting
+    _proc_entry(proc, 203, 1, _stub_argv("chattts_unary"), state="Z")
+    live = {201: "chattts", 202: "chattts_unary"}
+    log = tmp_path / "termination-log"
+    watch = Supervisor(
+        FakeServer(),
+        SERVING,
+        log,
+        metrics=_healthy,
+        stubs=lambda: dict(live),
+        alive=lambda pid: process_alive(pid, proc),
+    )
+    assert watch.load()
+    assert watch.exit_code(250) == EXIT_FAILED
+    reason = log.read_text()
+    assert "stub of model chattts (pid 201) died" in reason and "chattts_unary" not in reason, reason
+    assert not process_alive(203, proc) and process_alive(202, proc)
+
+
+def test_tritonserver_exiting_on_its_own_with_its_stubs_alive_passes_its_code_through(tmp_path: Path) -> None:
+    watch = Supervisor(FakeServer(), SERVING, tmp_path / "log", metrics=_healthy, stubs=lambda: {201: "chattts"})
+    assert watch.load()
+    watch.alive = lambda _pid: True
+    assert watch.exit_code(137) == 137 and watch.failure is None
 
 
 def test_triton_refusing_a_request_for_a_dead_stub_is_a_refusal_another_replica_takes() -> None:
