@@ -225,7 +225,12 @@ class ResourcesSpec:
     )
 
     gpu: int = prop("nvidia.com/gpu per pod (0 runs on CPU, for tests only).", 1, minimum=0, maximum=8)
-    cpu: int | str = prop("CPU request per pod.", "4", pattern=NON_NEGATIVE_QUANTITY, minimum=0)
+    cpu: int | str = prop(
+        "CPU request per pod. The worker runs this many compute threads (rounded up; cpuLimit instead when set).",
+        "4",
+        pattern=NON_NEGATIVE_QUANTITY,
+        minimum=0,
+    )
     memory: int | str = prop("Memory request per pod.", "16Gi", pattern=NON_NEGATIVE_QUANTITY, minimum=0)
     cpu_limit: int | str | None = opt(
         "CPU limit per pod; none by default (no throttling).", pattern=NON_NEGATIVE_QUANTITY, minimum=0

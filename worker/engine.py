@@ -123,7 +123,11 @@ class Engine:
         engine = cls(chat, config, manifest)
         log.info(
             "chattts loaded",
-            extra={"device": str(device), "seconds": round(time.monotonic() - started, 2)},
+            extra={
+                "device": str(device),
+                "seconds": round(time.monotonic() - started, 2),
+                "cpu_threads": torch.get_num_threads(),  # OMP_NUM_THREADS, which the operator sets
+            },
         )
         return engine
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from ttsfleet import contract, modelsource
 from ttsfleet.operator import naming
 from ttsfleet.operator.naming import Owner
-from ttsfleet.operator.spec import TTSDeploymentSpec
+from ttsfleet.operator.spec import ResourcesSpec, TTSDeploymentSpec
 
 # Console scripts of the worker image (worker/Dockerfile); the image's CMD is not used, since
 # setting command drops it, so every argument the pod needs is spelled out here.
@@ -39,6 +41,10 @@ TMP_VOLUME = "tmp"
 # the non-root worker could not create its model repository there.
 WORKING_DIR = "/tmp"
 FETCH_CPU_REQUEST = "100m"
+# torch sizes its CPU thread pool by the cores it sees, which in a container are the node's, not
+# the pod's share: a pod that requests 4 CPUs on a 64-core node would run 64 threads that fight
+# its neighbours (and, under a limit, its own CFS quota). OpenMP's variable sets the pool.
+COMPUTE_THREADS_ENV = "OMP_NUM_THREADS"
 SHM_VOLUME = "dshm"
 # Triton's python backend moves tensors through /dev/shm; the container default (64Mi) is too small.
 SHM_SIZE = "2Gi"
@@ -78,6 +84,12 @@ def _resources(spec: TTSDeploymentSpec) -> dict[str, Any]:
         requests[GPU_RESOURCE] = str(res.gpu)
         limits[GPU_RESOURCE] = str(res.gpu)
     return {"requests": requests, "limits": limits}
+
+
+def compute_threads(res: ResourcesSpec) -> int:
+    """The worker's CPU compute threads: its CPU limit, or its request without one, rounded up."""
+    cpus = parse_quantity(res.cpu_limit if res.cpu_limit is not None else res.cpu)
+    return max(1, math.ceil(cpus))
 
 
 def _tolerations(spec: TTSDeploymentSpec) -> list[dict[str, Any]]:
@@ -164,6 +176,7 @@ def _worker_container(spec: TTSDeploymentSpec) -> dict[str, Any]:
             },
             {"name": contract.ENV_MODEL_CACHE, "value": model_dir(spec)},
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": COMPUTE_THREADS_ENV, "value": str(compute_threads(spec.resources))},
         ],
         "ports": [
             {"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"},

@@ -16,6 +16,7 @@ the serving fleet starts: every pod requests a CPU (the fetcher's request) and t
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -183,6 +184,13 @@ def test_fleet_becomes_ready_with_its_counts_and_the_probe_gates_fetch_and_warmu
         "logs", "-n", stage.namespace, f"{fleet.name}-0", "-c", naming.FETCH_CONTAINER
     ).stdout
     assert '"cache filled"' in fetch_log
+    # ChatTTS computes with as many threads as the pod's CPU (examples/cpu.yaml: 1), not one per
+    # core of the node (this one has 2): the operator sets OMP_NUM_THREADS, which torch follows.
+    worker_log = stage.cluster.kubectl(
+        "logs", "-n", stage.namespace, f"{fleet.name}-0", "-c", naming.WORKER_CONTAINER
+    ).stdout
+    loaded = [json.loads(line) for line in worker_log.splitlines() if '"chattts loaded"' in line]
+    assert loaded and loaded[0]["cpu_threads"] == 1, worker_log[-2000:]
 
 
 def _service_address(stage: Stage, fleet: Fleet) -> str:

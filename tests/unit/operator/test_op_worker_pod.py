@@ -52,3 +52,18 @@ def test_worker_image_user_matches_the_pod() -> None:
     # The directories the worker writes belong to that user in the image, too.
     (chown,) = re.findall(r"chown -R (\S+) ", dockerfile)
     assert chown == f"{contract.WORKER_UID}:{contract.WORKER_UID}"
+
+
+def _threads(**resources: Any) -> str:
+    (worker,) = _pod(resources={"gpu": 0, **resources})["containers"]
+    return str(next(e["value"] for e in worker["env"] if e["name"] == statefulset.COMPUTE_THREADS_ENV))
+
+
+def test_compute_threads_follow_the_pods_cpu_not_the_nodes_cores() -> None:
+    # torch would otherwise start a thread per core of the node, whatever the pod requested.
+    assert _threads(cpu="500m") == "1"
+    assert _threads(cpu="1") == "1"
+    assert _threads(cpu="1500m") == "2"
+    assert _threads(cpu=4) == "4"
+    assert _threads(cpu="0") == "1"  # no request: still one thread
+    assert _threads(cpu="2", cpuLimit="6") == "6"  # a limit is what the pod may use
