@@ -16,10 +16,13 @@ from a registry.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -215,6 +218,59 @@ def python_deps_layer(extra: str) -> Layer:
     return Layer(f"py-{extra}", (PYTHON_VERSION, *pins), build)
 
 
+def python_bytecode_layer(extra: str) -> Layer:
+    """The byte-compiled modules of :func:`python_deps_layer`'s packages, as ``worker/Dockerfile``
+    has them (``UV_COMPILE_BYTECODE``): the venv ``make`` builds has none (uv compiles nothing by
+    default), and the pods' root filesystem is read-only, so without them every process of every
+    pod start compiled torch, transformers and ChatTTS again (seconds of CPU each). Unchecked hash
+    pycs: the image never changes under them. A layer of its own, so the large one stays as it is."""
+    closure = dependency_closure(extra)
+    pins = [f"{canonicalize_name(dist.metadata['Name'])}=={dist.version}" for dist in closure]
+    sources = [
+        (Path(str(dist.locate_file(record))), str(record))
+        for dist in closure
+        for record in dist.files or []
+        if str(record).endswith(".py") and not str(record).startswith("..")
+    ]
+
+    def build(out: Path) -> None:
+        site = SITE_PACKAGES.lstrip("/")
+        with tempfile.TemporaryDirectory(dir=layers_dir()) as tmp:
+            root = Path(tmp)
+            jobs = [(str(source), relative, str(root / site)) for source, relative in sources if source.exists()]
+            with concurrent.futures.ProcessPoolExecutor() as pool:
+                compiled = sum(pool.map(_compile_one, jobs, chunksize=256))
+            log.info("byte-compiled %d of %d modules of the %s packages", compiled, len(jobs), extra)
+            with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as archive:
+                archive.add(root / site, site, filter=_read_only_entry)
+
+    return Layer(f"pyc-{extra}", (PYTHON_VERSION, importlib.util.MAGIC_NUMBER.hex(), *pins), build)
+
+
+def _compile_one(job: tuple[str, str, str]) -> int:
+    """Compile one module into ``<site>/<dir>/__pycache__/``; 1 if it compiled (a template or a
+    Python 2 file in a package does not: the image's Python would not import it either)."""
+    source, relative, site = job
+    target = Path(importlib.util.cache_from_source(str(Path(site) / relative)))
+    try:
+        py_compile.compile(
+            source,
+            cfile=str(target),
+            dfile=f"{SITE_PACKAGES}/{relative}",
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+    except (py_compile.PyCompileError, SyntaxError, ValueError, OSError):
+        return 0
+    return 1
+
+
+def _read_only_entry(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    _root_owned(info)
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
 def _parents(relative: str) -> list[str]:
     """``a/b/c`` -> ``["a", "a/b", "a/b/c"]``."""
     parts = relative.split("/")
@@ -329,6 +385,7 @@ def operator_image() -> Image:
         (
             debian_layer(BASE_PACKAGES),
             python_deps_layer("operator"),
+            python_bytecode_layer("operator"),
             project_layer("operator", OPERATOR_UID, _scripts("ttsfleet-operator"), ()),
         ),
         ocitar.ImageConfig(
@@ -347,6 +404,7 @@ def worker_image() -> Image:
         (
             debian_layer(BASE_PACKAGES),
             python_deps_layer("worker"),
+            python_bytecode_layer("worker"),
             project_layer(
                 "worker",
                 WORKER_UID,
