@@ -139,13 +139,19 @@ def backend_stubs(parent_pid: int, proc: Path = PROC) -> dict[int, str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # exited while we looked
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) != parent_pid or state in ("Z", "X") or not argv[0].endswith(STUB_BINARY.encode()):
+        state, ppid = _state_and_parent(stat)
+        if ppid != parent_pid or state in ("Z", "X") or not argv[0].endswith(STUB_BINARY.encode()):
             continue
         # argv[1] is <repository>/<model>/<version>/model.py
         parts = Path(argv[1].decode(errors="replace")).parts if len(argv) > 1 else ()
         stubs[int(entry.name)] = parts[-3] if len(parts) >= 3 else "?"
     return stubs
+
+
+def _state_and_parent(stat: str) -> tuple[str, int]:
+    # The command name in parentheses may hold spaces and parentheses of its own.
+    state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+    return state, int(ppid)
 
 
 def process_alive(pid: int, proc: Path = PROC) -> bool:
@@ -154,14 +160,15 @@ def process_alive(pid: int, proc: Path = PROC) -> bool:
         stat = (proc / str(pid) / "stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return _state_and_parent(stat)[0] not in ("Z", "X")
 
 
 def stub_death_reason(dead: dict[int, str]) -> str:
     stubs = ", ".join(f"model {model} (pid {pid})" for pid, model in sorted(dead.items()))
+    which = "stub" if len(dead) == 1 else "stubs"
     return (
-        f"the python backend stub of {stubs} died; Triton does not restart it and leaves its open "
-        "streams unanswered: restarting the container"
+        f"the python backend {which} of {stubs} died; Triton does not restart a stub and leaves its "
+        "open streams unanswered: restarting the container"
     )
 
 
