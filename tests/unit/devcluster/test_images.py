@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -27,10 +29,32 @@ def test_a_source_change_rebuilds_only_the_project_layer(tmp_path: Path, monkeyp
     module.write_text("A = 2\n")
     after = [layer.key for layer in images.operator_image().layers[1:]]
 
-    deps_before, project_before = before
-    deps_after, project_after = after
+    deps_before, bytecode_before, project_before = before
+    deps_after, bytecode_after, project_after = after
     assert deps_before == deps_after, "the dependency layer must not depend on the project's code"
+    assert bytecode_before == bytecode_after, "nor must its bytecode"
     assert project_before != project_after
+
+
+def test_bytecode_compiled_for_the_image_is_what_its_python_imports(tmp_path: Path) -> None:
+    """The layer's pycs sit where the image's interpreter looks for them and are used without a
+    look at the source (unchecked hash: the image never changes under them)."""
+    source = tmp_path / "host" / "pkg" / "mod.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("ANSWER = 'compiled'\n")
+    site = tmp_path / "image-site"
+    assert images._compile_one((str(source), "pkg/mod.py", str(site))) == 1
+    pyc = site / "pkg" / "__pycache__" / f"mod.{sys.implementation.cache_tag}.pyc"
+    assert pyc.is_file()
+    (site / "pkg" / "mod.py").write_text("ANSWER = 'source'\n")  # the image's copy of the source
+    found = subprocess.run(
+        [sys.executable, "-B", "-c", "import pkg.mod; print(pkg.mod.ANSWER, pkg.mod.__file__)"],
+        cwd=site, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert found == ["compiled", str(site / "pkg" / "mod.py")]
+    broken = tmp_path / "host" / "pkg" / "template.py"
+    broken.write_text("def {{ name }}():\n")
+    assert images._compile_one((str(broken), "pkg/template.py", str(site))) == 0
 
 
 def test_the_dependency_layer_follows_the_extras_pins() -> None:
