@@ -186,12 +186,16 @@ def dependency_closure(extra: str) -> list[metadata.Distribution]:
     return sorted(found.values(), key=lambda dist: canonicalize_name(dist.metadata["Name"]))
 
 
+def _pins(closure: list[metadata.Distribution]) -> list[str]:
+    return [f"{canonicalize_name(dist.metadata['Name'])}=={dist.version}" for dist in closure]
+
+
 def python_deps_layer(extra: str) -> Layer:
     """The extra's third-party packages in the image's venv, copied from this machine's venv
     (Python 3.11 like the image's): the exact versions ``make`` installed, nothing downloaded.
     Keyed by those name==version pins only, never by the project's code."""
     closure = dependency_closure(extra)
-    pins = [f"{canonicalize_name(dist.metadata['Name'])}=={dist.version}" for dist in closure]
+    pins = _pins(closure)
 
     def build(out: Path) -> None:
         site = SITE_PACKAGES.lstrip("/")
@@ -225,7 +229,7 @@ def python_bytecode_layer(extra: str) -> Layer:
     pod start compiled torch, transformers and ChatTTS again (seconds of CPU each). Unchecked hash
     pycs: the image never changes under them. A layer of its own, so the large one stays as it is."""
     closure = dependency_closure(extra)
-    pins = [f"{canonicalize_name(dist.metadata['Name'])}=={dist.version}" for dist in closure]
+    pins = _pins(closure)
     sources = [
         (Path(str(dist.locate_file(record))), str(record))
         for dist in closure

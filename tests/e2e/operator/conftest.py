@@ -10,10 +10,16 @@ import pytest
 from fleet_helpers import install_crds
 from operator_process import OperatorProcess
 
+_CRDS_INSTALLED: set[str] = set()
 
-@pytest.fixture(scope="session")
+
+# Per module, once per cluster: a module that brings its own ``cluster`` (the control-plane fault
+# modules) gets the CRDs too, without a copy of this fixture.
+@pytest.fixture(scope="module")
 def crds(cluster: Any) -> None:
-    install_crds(cluster)
+    if str(cluster.kubeconfig) not in _CRDS_INSTALLED:
+        install_crds(cluster)
+        _CRDS_INSTALLED.add(str(cluster.kubeconfig))
 
 
 # Per module, like the chart tests' operator: an operator watching every namespace must not

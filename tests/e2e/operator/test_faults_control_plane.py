@@ -23,7 +23,7 @@ from fleet_faults import (
     small_fleet,
     warmup_sentence,
 )
-from fleet_helpers import apply, get, install_crds, wait_for
+from fleet_helpers import apply, get, wait_for
 from operator_process import OperatorProcess
 from session_clusters import own_cluster
 
@@ -39,11 +39,6 @@ DOWN_SECONDS = 5.0
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterHandle]:
     yield from own_cluster("e2e-faults", "it restarts kube-apiserver and etcd")
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: ClusterHandle) -> None:
-    install_crds(cluster)
 
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from fleet_faults import api_ready, restart_component
-from fleet_helpers import apply, fleet, get, install_crds, ready_fleet, wait_for
+from fleet_helpers import apply, fleet, get, ready_fleet, wait_for
 from operator_process import OperatorProcess
 from session_clusters import own_cluster
 
@@ -54,11 +54,6 @@ def username(identity: traffic.Identity) -> str:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[ClusterHandle]:
     yield from own_cluster("e2e-ha", "it restarts kube-apiserver with an audit log")
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: ClusterHandle) -> None:
-    install_crds(cluster)
 
 
 @pytest.fixture(scope="module")
