@@ -83,7 +83,11 @@ class WorkQueue(Generic[K]):
         self._urgent_ended = -math.inf  # when the last urgent pass ended
         self._dirty: dict[K, bool] = {}
         self._settling: dict[K, asyncio.TimerHandle] = {}  # coalesced keys, until their delay ends
-        self._changed = asyncio.Event()  # replaced on every change; workers wait on the current one
+        # Workers waiting for a key, oldest first. An add or an urgent pass ending wakes one of
+        # them (waking all cost every idle worker a look per event); a worker that found the
+        # later lane not due yet also wakes when it is, and one that takes a key from there
+        # wakes the next for the rest.
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._settling)
@@ -133,13 +137,24 @@ class WorkQueue(Generic[K]):
     async def get_with_lane(self) -> tuple[K, bool]:
         """The next key, and whether it came from the urgent lane; waits while there is none, or
         while the later lane waits out a burst."""
+        loop = asyncio.get_running_loop()
         while True:
             taken = self.get_nowait()
             if isinstance(taken, tuple):
+                if not taken[1] and self._later:
+                    self._notify()  # the rest of the later lane may be due too: the next looks
                 return taken
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):  # the wait is over: look again
-                await asyncio.wait_for(changed.wait(), None if taken == math.inf else taken)
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            # The later lane's head may go in ``taken`` seconds: this worker looks again then.
+            timer = None if taken == math.inf else loop.call_later(taken, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with contextlib.suppress(ValueError):  # not there once _notify took it out
+                    self._waiters.remove(waiter)
 
     def get_nowait(self) -> tuple[K, bool] | float:
         """The next key and its lane if one may be handed out now; else how many seconds until
@@ -173,8 +188,9 @@ class WorkQueue(Generic[K]):
             self.add(key, self._dirty.pop(key))
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        while self._waiters:
+            if _wake(self._waiters.popleft()):
+                return
 
     def urgent_waiting(self) -> bool:
         """Whether keys wait in the urgent lane (new or edited fleets, repairs)."""
@@ -187,3 +203,11 @@ class WorkQueue(Generic[K]):
 
     def idle(self) -> bool:
         return not self._queued and not self._active and not self._settling
+
+
+def _wake(waiter: asyncio.Future[None]) -> bool:
+    """Wake a waiting worker; False if it is no longer waiting (woken already, or cancelled)."""
+    if waiter.done():
+        return False
+    waiter.set_result(None)
+    return True

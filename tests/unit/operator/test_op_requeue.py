@@ -123,3 +123,55 @@ def test_a_burst_of_reports_on_one_fleet_makes_one_pass_after_the_delay_and_real
         assert queue.idle() and len(queue) == 0
 
     asyncio.run(burst())
+
+
+class CountingQueue(WorkQueue[str]):
+    """Counts how often a worker looked for a key: each look is a worker woken."""
+
+    looks = 0
+
+    def get_nowait(self) -> tuple[str, bool] | float:
+        self.looks += 1
+        return super().get_nowait()
+
+
+def test_an_add_wakes_one_waiting_worker_not_all_of_them() -> None:
+    async def run() -> None:
+        queue = CountingQueue()
+        workers = [asyncio.create_task(queue.get()) for _ in range(8)]
+        await asyncio.sleep(0)
+        assert queue.looks == 8  # each looked once and waits
+        queue.add("edited")
+        got = await asyncio.wait_for(next(asyncio.as_completed(workers)), 5)
+        await asyncio.sleep(0)
+        assert got == "edited"
+        assert queue.looks == 9  # one worker woke for it; the other seven slept on
+        queue.add("new-a")
+        queue.add("new-b")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert sorted(w.result() for w in workers if w.done()) == ["edited", "new-a", "new-b"]
+        assert queue.looks == 11
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    asyncio.run(run())
+
+
+def test_reports_that_become_due_together_each_reach_a_waiting_worker() -> None:
+    """Only the worker that looked last waits on the later lane's timer; when it takes one key
+    it wakes the next worker for the others."""
+
+    async def run() -> list[str]:
+        queue: WorkQueue[str] = WorkQueue(quiet_seconds=0.05)
+        queue.add("new-fleet")
+        assert await queue.get() == "new-fleet"
+        for name in ("pods-moved-a", "pods-moved-b", "pods-moved-c"):
+            queue.add(name, urgent=False)
+        waiting = [asyncio.create_task(queue.get()) for _ in range(3)]
+        await asyncio.sleep(0)
+        queue.done("new-fleet")
+        return sorted(await asyncio.wait_for(asyncio.gather(*waiting), 5))
+
+    assert asyncio.run(run()) == ["pods-moved-a", "pods-moved-b", "pods-moved-c"]
