@@ -160,8 +160,8 @@ def test_an_add_wakes_one_waiting_worker_not_all_of_them() -> None:
 
 
 def test_reports_that_become_due_together_each_reach_a_waiting_worker() -> None:
-    """Only the worker that looked last waits on the later lane's timer; when it takes one key
-    it wakes the next worker for the others."""
+    """The urgent pass ending wakes one worker; when the quiet is over it takes one report and
+    wakes the next worker for the others, which are due as well."""
 
     async def run() -> list[str]:
         queue: WorkQueue[str] = WorkQueue(quiet_seconds=0.05)
