@@ -14,13 +14,16 @@ For each N:
   finished its first resync, N TTSDeployments are server-side applied at once (``--workers``
   threads, as the baseline), timed from the first of them until every child exists and until
   every fleet is Ready;
-- direct, again (run last): the fleets and the direct apply once more in a third namespace, after
-  the operator's window (the cluster holds more objects by then); the ratio is the operator's time
-  against the mean of the two baselines;
-- idle: once every fleet is settled, the API server's own counters (priority-and-fairness, by the
-  operator's identity: ttsfleet.devcluster.traffic) over ``--idle-periods`` resync periods, each
-  period ending on the operator's ``ttsfleet_operator_resyncs_total`` (all passes of that resync
-  done);
+- direct, again: the fleets and the direct apply once more in a namespace of their own, after the
+  operator's window (the cluster holds more objects by then); the window's ratio is the operator's
+  time against the mean of the baselines on either side of it;
+- ``--rounds`` times (default 3) an operator window (a fresh operator, a namespace of its own) and
+  a baseline after it: the headline ratio is the median of the rounds' ratios (on 2 cores one
+  window's ratio varied from 1.0 to 1.8 with nothing changed);
+- idle (after the first window only, as the RSS and the reactions): once every fleet is settled,
+  the API server's own counters (priority-and-fairness, by the operator's identity:
+  ttsfleet.devcluster.traffic) over ``--idle-periods`` resync periods, each period ending on the
+  operator's ``ttsfleet_operator_resyncs_total`` (all passes of that resync done);
 - CPU seconds of each process on the machine's cores (the cluster's components, the operator,
   the bench) during the direct apply and during the operator's window: both are CPU-bound on a
   small machine, so the ratio of times follows the ratio of CPU work;
@@ -49,6 +52,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -407,21 +411,25 @@ def consistent_counts(
 
 
 @dataclass
-class Row:
-    fleets: int
-    children: int
-    fleets_s: float
-    direct_s: float
-    direct_after_s: float  # the same baseline once more, after the operator's window
+class Window:
+    """One operator window: N fleets applied at once, until every child existed."""
+
     children_s: float
-    ready_s: float
+    cpu_s: float  # every process's CPU seconds in the window
+    operator_cpu_s: float
+
+
+@dataclass
+class Steady:
+    """What the first window's fleets cost and how the operator reacts, once they converged."""
+
     converge_writes_per_fleet: float
     # What those writes were, per fleet (the operator's own counters): child applies, status
     # writes, and the rest (Events on condition changes), and how many passes made them.
     converge_applies_per_fleet: float
     converge_status_writes_per_fleet: float
     converge_passes_per_fleet: float
-    idle_reads: float
+    idle_reads: float  # per fleet per resync period
     idle_writes: float
     rss_mb: float
     edit_p50: float
@@ -430,11 +438,77 @@ class Row:
     pod_ready_p50: float
     pod_ready_p99: float
 
+
+def steady_state(
+    cluster: ClusterHandle,
+    identity: traffic.Identity,
+    operator: Operator,
+    ns: str,
+    n: int,
+    args: argparse.Namespace,
+    before: traffic.Requests,
+    counted_before: dict[str, float],
+) -> Steady:
+    """The requests of converging (since ``before``), then ``--idle-periods`` idle resyncs, the
+    operator's RSS, and its reaction to spec edits and to new Ready pods."""
+    converged = traffic.requests(cluster, identity) - before
+    counted = {name: (operator.metric(name) - counted_before[name]) / n for name in COUNTED}
+    idle_start = traffic.requests(cluster, identity)
+    resyncs = operator.metric("ttsfleet_operator_resyncs_total")
+    wait(
+        f"{args.idle_periods} idle resyncs",
+        lambda: operator.metric("ttsfleet_operator_resyncs_total") >= resyncs + args.idle_periods,
+        args.idle_periods * args.resync_seconds * 10,
+        0.5,
+    )
+    idle = traffic.requests(cluster, identity) - idle_start
+    rss = operator.rss_mb()
+    step = max(1, n // args.edits)
+    edited = [f"f{i:04d}" for i in range(0, n, step)][: args.edits]
+    reactions = reaction_seconds(cluster, ns, edited)
+    ready_reactions = pod_ready_to_status_seconds(cluster, ns, edited)
+    per = n * args.idle_periods
+    return Steady(
+        converge_writes_per_fleet=converged.writes / n,
+        converge_applies_per_fleet=counted[APPLIES],
+        converge_status_writes_per_fleet=counted[STATUS_WRITES],
+        converge_passes_per_fleet=counted[PASSES],
+        idle_reads=idle.reads / per,
+        idle_writes=idle.writes / per,
+        rss_mb=rss,
+        edit_p50=percentile(reactions, 0.5),
+        edit_p99=percentile(reactions, 0.99),
+        pod_ready_p50=percentile(ready_reactions, 0.5),
+        pod_ready_p99=percentile(ready_reactions, 0.99),
+    )
+
+
+@dataclass
+class Row:
+    fleets: int
+    children: int
+    fleets_s: float
+    # The direct baseline before the first operator window and after each one (rounds + 1).
+    direct_s: list[float]
+    windows: list[Window]
+    ready_s: float
+    steady: Steady
+
+    def ratios(self) -> list[float]:
+        """Each operator window against the mean of the baselines on either side of it."""
+        return [
+            window.children_s / ((before + after) / 2)
+            for window, before, after in zip(self.windows, self.direct_s[:-1], self.direct_s[1:], strict=True)
+        ]
+
     @property
     def ratio(self) -> float:
-        """Against the mean of the baselines before and after the operator's window."""
-        baseline = (self.direct_s + self.direct_after_s) / 2
-        return self.children_s / baseline if baseline else math.nan
+        """The median round's ratio."""
+        return statistics.median(self.ratios())
+
+    @property
+    def children_s(self) -> float:
+        return statistics.median(w.children_s for w in self.windows)
 
 
 def direct_window(
@@ -444,6 +518,7 @@ def direct_window(
     directly, timed until a watch has shown every child. Waits until their pods are Ready, so that
     the controllers' work on them lands in no later window. Returns the seconds the fleets took,
     the seconds the children took, and how many children there were."""
+    create_namespace(cluster, ns)
     meter = CpuMeter(cluster)
     cpu_before = meter.read()
     fleets_s = apply_all(cluster, fleets_in(ns, n, args), args.workers)
@@ -475,112 +550,117 @@ def direct_window(
     return fleets_s, direct_s, len(children)
 
 
-def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: argparse.Namespace, logs: Path) -> Row:
-    # The baseline runs before and after the operator's window: the cluster holds more objects
-    # each time (the earlier fleets and their Running pods; the same direct apply took 40 % longer
-    # after), and the operator's window, with N earlier fleets, lies between the baselines' 0 and
-    # 2N: against one baseline measured before it, that drift was counted against the operator.
-    direct_ns, op_ns, after_ns = f"bench-direct-{n}", f"bench-operator-{n}", f"bench-direct-after-{n}"
-    for ns in (direct_ns, op_ns, after_ns):
-        cluster.kubectl("create", "namespace", ns)
+def create_namespace(cluster: ClusterHandle, ns: str) -> None:
+    cluster.kubectl("create", "namespace", ns)
 
-        def has_default_sa(ns: str = ns) -> bool:
-            return cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
+    def has_default_sa() -> bool:
+        return cluster.kubectl("get", "sa", "default", "-n", ns, check=False).returncode == 0
 
-        wait(f"ServiceAccount default in {ns}", has_default_sa, 60)
+    wait(f"ServiceAccount default in {ns}", has_default_sa, 60)
 
-    fleets_s, direct_s, expected = direct_window(cluster, direct_ns, n, args, "before")
 
-    operator = Operator(
-        identity.kubeconfig, op_ns, args.resync_seconds, args.operator_workers, logs / f"operator-{n}.log"
-    )
+def operator_window(
+    cluster: ClusterHandle,
+    identity: traffic.Identity,
+    operator: Operator,
+    ns: str,
+    n: int,
+    expected: int,
+    args: argparse.Namespace,
+) -> tuple[Window, float, traffic.Requests, dict[str, float]]:
+    """N fleets applied at once in the operator's (empty) namespace, timed until a watch has shown
+    every child; then until every fleet is Ready and settled and one more resync is done. Returns
+    the window, when the fleets were first Ready (seconds after the first apply), and the API
+    server's and the operator's counts as of the window's start."""
+    # Started, listed and through one resync: what follows is the reaction to new fleets.
+    wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
+    before, counted_before = consistent_counts(cluster, identity, operator)
+    watch = NamespaceWatch(cluster, ns)
+    meter = CpuMeter(cluster, operator)
+    cpu_before = meter.read()
+    start = time.monotonic()
+    # The fleets are applied the way the baseline applies the children: --workers threads.
+    applied_at = start + apply_all(cluster, fleets_in(ns, n, args), args.workers)
     try:
-        # Started, listed and through one resync: what follows is the reaction to new fleets.
-        wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
-        before, counted_before = consistent_counts(cluster, identity, operator)
-        watch = NamespaceWatch(cluster, op_ns)
-        meter = CpuMeter(cluster, operator)
-        cpu_before = meter.read()
-        start = time.monotonic()
-        # The fleets are applied the way the baseline applies the children: --workers threads.
-        applied_at = start + apply_all(cluster, fleets_in(op_ns, n, args), args.workers)
-        try:
-            children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
-        finally:
-            watch.close()
-        # As of that moment (the operator's counters move on at once: status writes follow).
-        cpu_at_children = CpuMeter.between(cpu_before, meter.read())
-        counted_now = {name: operator.metric(name) for name in COUNTED}
-        print_cpu(f"N={n}: CPU seconds until every child existed", cpu_at_children)
-        counted_until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
-        print(
-            f"N={n}: until every child existed, per fleet: {counted_until[PASSES]:.1f} passes, "
-            f"{counted_until[APPLIES]:.1f} child applies, {counted_until[STATUS_WRITES]:.1f} status writes",
-            flush=True,
-        )
-        # Started once the children exist, so that its events weigh on none of the measured time.
-        fleet_watch = NamespaceWatch(cluster, op_ns, fleets=True)
-        try:
-            ready_at = wait(f"{n} fleets Ready", lambda: fleet_watch.fleets_ready() >= n, 900, 0.2)
-            wait(f"{n} fleets settled", lambda: fleet_watch.fleets_ready(settled=True) >= n, 900, 0.2)
-            resyncs = operator.metric("ttsfleet_operator_resyncs_total")
-            wait(
-                "a resync after settling",
-                lambda: operator.metric("ttsfleet_operator_resyncs_total") > resyncs,
-                900,
-                0.5,
-            )
-        finally:
-            fleet_watch.close()
-        converged = traffic.requests(cluster, identity) - before
-        counted = {name: (operator.metric(name) - counted_before[name]) / n for name in COUNTED}
-        print(
-            f"N={n}: children after {children_at - start:.2f} s (applying the fleets took "
-            f"{applied_at - start:.2f} s), Ready after {ready_at - start:.2f} s",
-            flush=True,
-        )
-
-        idle_start = traffic.requests(cluster, identity)
-        resyncs = operator.metric("ttsfleet_operator_resyncs_total")
-        wait(
-            f"{args.idle_periods} idle resyncs",
-            lambda: operator.metric("ttsfleet_operator_resyncs_total") >= resyncs + args.idle_periods,
-            args.idle_periods * args.resync_seconds * 10,
-            0.5,
-        )
-        idle = traffic.requests(cluster, identity) - idle_start
-        rss = operator.rss_mb()
-        step = max(1, n // args.edits)
-        reactions = reaction_seconds(cluster, op_ns, [f"f{i:04d}" for i in range(0, n, step)][: args.edits])
-        ready_reactions = pod_ready_to_status_seconds(
-            cluster, op_ns, [f"f{i:04d}" for i in range(0, n, step)][: args.edits]
-        )
-        # The operator watches only its own namespace and is idle by now: it sees none of this.
-        _, direct_after_s, _ = direct_window(cluster, after_ns, n, args, "after")
+        children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
     finally:
-        operator.stop()
-    for ns in (direct_ns, op_ns, after_ns):
-        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    per = n * args.idle_periods
+        watch.close()
+    # As of that moment (the operator's counters move on at once: status writes follow).
+    cpu = CpuMeter.between(cpu_before, meter.read())
+    counted_now = {name: operator.metric(name) for name in COUNTED}
+    print_cpu(f"N={n} ({ns}): CPU seconds until every child existed", cpu)
+    until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
+    print(
+        f"N={n} ({ns}): until every child existed, per fleet: {until[PASSES]:.1f} passes, "
+        f"{until[APPLIES]:.1f} child applies, {until[STATUS_WRITES]:.1f} status writes",
+        flush=True,
+    )
+    # Started once the children exist, so that its events weigh on none of the measured time.
+    fleet_watch = NamespaceWatch(cluster, ns, fleets=True)
+    try:
+        ready_at = wait(f"{n} fleets Ready", lambda: fleet_watch.fleets_ready() >= n, 900, 0.2)
+        wait(f"{n} fleets settled", lambda: fleet_watch.fleets_ready(settled=True) >= n, 900, 0.2)
+        resyncs = operator.metric("ttsfleet_operator_resyncs_total")
+        wait("a resync after settling", lambda: operator.metric("ttsfleet_operator_resyncs_total") > resyncs, 900, 0.5)
+    finally:
+        fleet_watch.close()
+    print(
+        f"N={n} ({ns}): children after {children_at - start:.2f} s (applying the fleets took "
+        f"{applied_at - start:.2f} s), Ready after {ready_at - start:.2f} s",
+        flush=True,
+    )
+    window = Window(
+        children_s=children_at - start,
+        cpu_s=sum(cpu.values()),
+        operator_cpu_s=cpu["operator"],
+    )
+    return window, ready_at - start, before, counted_before
+
+
+def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: argparse.Namespace, logs: Path) -> Row:
+    # The baseline runs before the first operator window and after each: the cluster holds more
+    # objects each time (the earlier fleets and their Running pods; the same direct apply took
+    # 40 % longer after one window), and each operator window is compared with the mean of the
+    # baselines on either side of it. On 2 cores one window's ratio varied from 1.0 to 1.8 with
+    # nothing changed, so ``--rounds`` repeats the pair and the headline is the median.
+    fleets_s, first_direct_s, expected = direct_window(cluster, f"bench-direct-{n}", n, args, "before")
+    direct_s = [first_direct_s]
+    windows: list[Window] = []
+    for round_index in range(args.rounds):
+        op_ns = f"bench-operator-{n}-{round_index + 1}"
+        create_namespace(cluster, op_ns)
+        # A fresh operator for each window, watching only its namespace: every window starts alike.
+        operator = Operator(
+            identity.kubeconfig, op_ns, args.resync_seconds, args.operator_workers, logs / f"operator-{op_ns}.log"
+        )
+        try:
+            window, ready_s, before, counted_before = operator_window(
+                cluster, identity, operator, op_ns, n, expected, args
+            )
+            windows.append(window)
+            if round_index == 0:  # the rest is measured once, after the first window
+                steady = steady_state(cluster, identity, operator, op_ns, n, args, before, counted_before)
+                first_ready_s = ready_s
+        finally:
+            operator.stop()
+        # No operator watches this namespace: it sees none of it.
+        _, after_s, _ = direct_window(
+            cluster, f"bench-direct-{n}-{round_index + 1}", n, args, f"after round {round_index + 1}"
+        )
+        direct_s.append(after_s)
+        print(
+            f"N={n} round {round_index + 1}: operator {window.children_s:.2f} s against direct "
+            f"{direct_s[-2]:.2f}/{direct_s[-1]:.2f} s: {window.children_s / ((direct_s[-2] + direct_s[-1]) / 2):.2f}x",
+            flush=True,
+        )
     return Row(
         fleets=n,
         children=expected,
         fleets_s=fleets_s,
         direct_s=direct_s,
-        direct_after_s=direct_after_s,
-        children_s=children_at - start,
-        ready_s=ready_at - start,
-        converge_writes_per_fleet=converged.writes / n,
-        converge_applies_per_fleet=counted[APPLIES],
-        converge_status_writes_per_fleet=counted[STATUS_WRITES],
-        converge_passes_per_fleet=counted[PASSES],
-        idle_reads=idle.reads / per,
-        idle_writes=idle.writes / per,
-        rss_mb=rss,
-        edit_p50=percentile(reactions, 0.5),
-        edit_p99=percentile(reactions, 0.99),
-        pod_ready_p50=percentile(ready_reactions, 0.5),
-        pod_ready_p99=percentile(ready_reactions, 0.99),
+        windows=windows,
+        ready_s=first_ready_s,
+        steady=steady,
     )
 
 
@@ -594,15 +674,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-workers", type=int, default=8, help="the operator's --workers")
     parser.add_argument("--edits", type=int, default=20, help="spec edits timed until the StatefulSet follows")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="operator windows per N, each followed by one more direct baseline; the ratio is their median",
+    )
+    parser.add_argument(
         "--immediate-binding",
         action="store_true",
         help="cache volumes bound when their claim is created, not when the pod is scheduled "
         "(for a thousand fleets with pods: see IMMEDIATE_CLASS)",
     )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
-    pods = 3 * sum(args.fleets) * args.replicas
-    # Room for every pod of the three runs on the three kwok nodes: a local PV each, and CPU for the
+    # The first baseline, and an operator window and a baseline per round; nothing is deleted
+    # between them (a namespace's deletion would weigh on the next window).
+    pods = (2 * args.rounds + 1) * sum(args.fleets) * args.replicas
+    # Room for every pod of every window on the three kwok nodes: a local PV each, and CPU for the
     # fetch init container's request.
     per_node = math.ceil(pods / 3) + 8
     plan = addons.NodePlan(
@@ -630,43 +720,51 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{args.replicas} pod(s) per fleet, resync every {args.resync_seconds:.0f} s; operator logs in {logs}"
+        f"{args.replicas} pod(s) per fleet, resync every {args.resync_seconds:.0f} s, {args.rounds} round(s); "
+        f"operator logs in {logs}"
     )
     header = (
-        f"{'N':>5} {'children':>8} {'fleets s':>8} {'direct s':>13} {'operator s':>10} {'ratio':>6} {'Ready s':>8} "
+        f"{'N':>5} {'children':>8} {'fleets s':>8} {'direct s':>8} {'operator s':>10} {'ratio':>6} {'Ready s':>8} "
         f"{'writes/fleet':>12} {'idle reads':>10} {'idle writes':>11} {'RSS MB':>7} {'edit p50':>8} {'edit p99':>8}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
+        st = r.steady
         print(
-            f"{r.fleets:>5} {r.children:>8} {r.fleets_s:>8.2f} {f'{r.direct_s:.2f}/{r.direct_after_s:.2f}':>13} "
-            f"{r.children_s:>10.2f} "
-            f"{r.ratio:>6.2f} "
-            f"{r.ready_s:>8.2f} {r.converge_writes_per_fleet:>12.1f} {r.idle_reads:>10.2f} {r.idle_writes:>11.2f} "
-            f"{r.rss_mb:>7.0f} {r.edit_p50:>8.2f} {r.edit_p99:>8.2f}"
+            f"{r.fleets:>5} {r.children:>8} {r.fleets_s:>8.2f} {statistics.median(r.direct_s):>8.2f} "
+            f"{r.children_s:>10.2f} {r.ratio:>6.2f} {r.ready_s:>8.2f} {st.converge_writes_per_fleet:>12.1f} "
+            f"{st.idle_reads:>10.2f} {st.idle_writes:>11.2f} {st.rss_mb:>7.0f} {st.edit_p50:>8.2f} {st.edit_p99:>8.2f}"
         )
     print(
-        "(fleets s: applying the fleets alone, no operator; direct s: before/after the operator's window, "
-        "the ratio is against their mean; writes/fleet: while converging; "
-        "idle reads and writes: per fleet per resync period; "
+        "(fleets s: applying the fleets alone, no operator; direct s and operator s: medians of the windows; "
+        "ratio: the median of the rounds' ratios, each window against the mean of the baselines on either side; "
+        "writes/fleet: while converging; idle reads and writes: per fleet per resync period; "
         "edit: seconds from a spec edit to the StatefulSet carrying it, one edit at a time)"
     )
     for r in rows:
-        others = r.converge_writes_per_fleet - r.converge_applies_per_fleet - r.converge_status_writes_per_fleet
+        st = r.steady
+        windows = ", ".join(
+            f"{w.children_s:.2f} s ({ratio:.2f}x; CPU {w.cpu_s:.1f} s, operator {w.operator_cpu_s:.1f})"
+            for w, ratio in zip(r.windows, r.ratios(), strict=True)
+        )
+        print(f"N={r.fleets}: baselines {' / '.join(f'{d:.2f}' for d in r.direct_s)} s; operator windows {windows}")
+        others = st.converge_writes_per_fleet - st.converge_applies_per_fleet - st.converge_status_writes_per_fleet
         print(
-            f"N={r.fleets}: per fleet while converging: {r.converge_passes_per_fleet:.1f} passes, "
-            f"{r.converge_applies_per_fleet:.1f} child applies, "
-            f"{r.converge_status_writes_per_fleet:.1f} status writes, {others:.1f} other writes (Events); "
-            f"pod Ready to fleet status p50 {r.pod_ready_p50:.2f} s, p99 {r.pod_ready_p99:.2f} s"
+            f"N={r.fleets}: per fleet while converging: {st.converge_passes_per_fleet:.1f} passes, "
+            f"{st.converge_applies_per_fleet:.1f} child applies, "
+            f"{st.converge_status_writes_per_fleet:.1f} status writes, {others:.1f} other writes (Events); "
+            f"pod Ready to fleet status p50 {st.pod_ready_p50:.2f} s, p99 {st.pod_ready_p99:.2f} s"
         )
     big = rows[-1]
+    ratios = big.ratios()
     print(
         f"headline: N={big.fleets}: every child {big.children_s:.1f} s after the fleets were applied vs "
-        f"{big.direct_s:.1f}/{big.direct_after_s:.1f} s applying them directly before/after "
-        f"({big.ratio:.2f}x); idle {big.idle_writes:.2f} writes and "
-        f"{big.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS "
-        f"{big.rss_mb:.0f} MB; spec edit to StatefulSet p50 {big.edit_p50:.2f} s, p99 {big.edit_p99:.2f} s"
+        f"{statistics.median(big.direct_s):.1f} s applying them directly, {big.ratio:.2f}x (median of "
+        f"{len(ratios)} rounds, {min(ratios):.2f}-{max(ratios):.2f}x); idle {big.steady.idle_writes:.2f} writes and "
+        f"{big.steady.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS "
+        f"{big.steady.rss_mb:.0f} MB; spec edit to StatefulSet p50 {big.steady.edit_p50:.2f} s, "
+        f"p99 {big.steady.edit_p99:.2f} s"
     )
     return 0
 
