@@ -33,7 +33,7 @@ For each N:
   each timed from the new pod first seen Ready until the fleet's status counts it.
 
     .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10]
-    .venv/bin/python bench/operator_bench.py --fleets 1000 --immediate-binding --idle-periods 2
+    .venv/bin/python bench/operator_bench.py --fleets 1000 --immediate-binding --idle-periods 2 --rounds 1
 
 ``--immediate-binding`` puts the cache volumes in a class of the bench's own that binds a claim
 when it is created: with the local-SSD class a thousand pending pods take over an hour to bind.
