@@ -483,6 +483,11 @@ def steady_state(
     )
 
 
+def window_ratio(window: Window, before: float, after: float) -> float:
+    """An operator window against the mean of the direct baselines on either side of it."""
+    return window.children_s / ((before + after) / 2)
+
+
 @dataclass
 class Row:
     fleets: int
@@ -497,7 +502,7 @@ class Row:
     def ratios(self) -> list[float]:
         """Each operator window against the mean of the baselines on either side of it."""
         return [
-            window.children_s / ((before + after) / 2)
+            window_ratio(window, before, after)
             for window, before, after in zip(self.windows, self.direct_s[:-1], self.direct_s[1:], strict=True)
         ]
 
@@ -650,7 +655,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         direct_s.append(after_s)
         print(
             f"N={n} round {round_index + 1}: operator {window.children_s:.2f} s against direct "
-            f"{direct_s[-2]:.2f}/{direct_s[-1]:.2f} s: {window.children_s / ((direct_s[-2] + direct_s[-1]) / 2):.2f}x",
+            f"{direct_s[-2]:.2f}/{direct_s[-1]:.2f} s: {window_ratio(window, direct_s[-2], direct_s[-1]):.2f}x",
             flush=True,
         )
     return Row(
