@@ -20,6 +20,10 @@ For each N:
 - ``--rounds`` times (default 3) an operator window (a fresh operator, a namespace of its own) and
   a baseline after it: the headline ratio is the median of the rounds' ratios (on 2 cores one
   window's ratio varied from 1.0 to 1.8 with nothing changed);
+- with ``--reference``, each round also a window of bench/reference_controller.py in the
+  operator's place (the same watches and identity, children applied as each fleet appears,
+  nothing else: the least any controller does) and a baseline after it: its ratio is the floor
+  this machine sets, and the operator's window against it is what the operator adds;
 - idle (after the first window only, as the RSS and the reactions): once every fleet is settled,
   the API server's own counters (priority-and-fairness, by the operator's identity:
   ttsfleet.devcluster.traffic) over ``--idle-periods`` resync periods, each period ending on the
@@ -32,7 +36,7 @@ For each N:
   StatefulSet carries it (p50, p99); then as many fleets scaled up by one pod, one at a time,
   each timed from the new pod first seen Ready until the fleet's status counts it.
 
-    .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10]
+    .venv/bin/python bench/operator_bench.py --fleets 10 100 [--replicas 1] [--resync-seconds 10] [--reference]
     .venv/bin/python bench/operator_bench.py --fleets 1000 --immediate-binding --idle-periods 2 --rounds 1
 
 ``--immediate-binding`` puts the cache volumes in a class of the bench's own that binds a claim
@@ -61,7 +65,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -292,12 +296,12 @@ def cpu_seconds(pid: int) -> float:
 
 class CpuMeter:
     """CPU seconds of every process that matters to the measured window: the
-    cluster's components, the operator and this bench."""
+    cluster's components, the controller (the operator or the reference) and this bench."""
 
-    def __init__(self, cluster: ClusterHandle, operator: Operator | None = None) -> None:
+    def __init__(self, cluster: ClusterHandle, controller: tuple[str, int] | None = None) -> None:
         self.pids: dict[str, int] = {**cluster.component_pids(), "bench": os.getpid()}
-        if operator is not None:
-            self.pids["operator"] = operator.proc.pid
+        if controller is not None:
+            self.pids[controller[0]] = controller[1]
 
     def read(self) -> dict[str, float]:
         return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -323,6 +327,30 @@ def fleets_in(namespace: str, n: int, args: argparse.Namespace) -> list[dict[str
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
     return docs
+
+
+class ReferenceController:
+    """bench/reference_controller.py for one namespace, as the operator's identity."""
+
+    SCRIPT = REPO / "bench" / "reference_controller.py"
+
+    def __init__(self, kubeconfig: Path, namespace: str, workers: int, log_path: Path) -> None:
+        self._log = log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", str(self.SCRIPT), "-n", namespace, "--workers", str(workers)],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=REPO,
+        )
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"listed":
+            raise RuntimeError(f"the reference controller exited before it listed; see {log_path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log.close()
 
 
 class Operator:
@@ -412,11 +440,25 @@ def consistent_counts(
 
 @dataclass
 class Window:
-    """One operator window: N fleets applied at once, until every child existed."""
+    """One controller's window (the operator's or the reference's): N fleets applied at once,
+    until every child existed; and the direct baselines on either side of it."""
 
     children_s: float
     cpu_s: float  # every process's CPU seconds in the window
-    operator_cpu_s: float
+    controller_cpu_s: float
+    direct_before_s: float = math.nan
+    direct_after_s: float = math.nan
+
+    @property
+    def ratio(self) -> float:
+        """Against the mean of the direct baselines on either side of it."""
+        return self.children_s / ((self.direct_before_s + self.direct_after_s) / 2)
+
+    def describe(self) -> str:
+        return (
+            f"{self.children_s:.2f} s ({self.ratio:.2f}x; CPU {self.cpu_s:.1f} s, "
+            f"controller {self.controller_cpu_s:.1f})"
+        )
 
 
 @dataclass
@@ -483,28 +525,21 @@ def steady_state(
     )
 
 
-def window_ratio(window: Window, before: float, after: float) -> float:
-    """An operator window against the mean of the direct baselines on either side of it."""
-    return window.children_s / ((before + after) / 2)
-
-
 @dataclass
 class Row:
     fleets: int
     children: int
     fleets_s: float
-    # The direct baseline before the first operator window and after each one (rounds + 1).
+    # Every direct baseline: before the first window and after each one.
     direct_s: list[float]
     windows: list[Window]
     ready_s: float
     steady: Steady
+    # With --reference: the reference controller's windows, one per round.
+    reference: list[Window] = field(default_factory=list)
 
     def ratios(self) -> list[float]:
-        """Each operator window against the mean of the baselines on either side of it."""
-        return [
-            window_ratio(window, before, after)
-            for window, before, after in zip(self.windows, self.direct_s[:-1], self.direct_s[1:], strict=True)
-        ]
+        return [w.ratio for w in self.windows]
 
     @property
     def ratio(self) -> float:
@@ -514,6 +549,10 @@ class Row:
     @property
     def children_s(self) -> float:
         return statistics.median(w.children_s for w in self.windows)
+
+    def over_reference(self) -> list[float]:
+        """Each round's operator window against that round's reference window."""
+        return [w.children_s / r.children_s for w, r in zip(self.windows, self.reference, strict=True)]
 
 
 def direct_window(
@@ -581,19 +620,14 @@ def operator_window(
     wait("the operator's first resync", lambda: operator.metric("ttsfleet_operator_resyncs_total") >= 1, 300, 0.5)
     before, counted_before = consistent_counts(cluster, identity, operator)
     watch = NamespaceWatch(cluster, ns)
-    meter = CpuMeter(cluster, operator)
-    cpu_before = meter.read()
-    start = time.monotonic()
-    # The fleets are applied the way the baseline applies the children: --workers threads.
-    applied_at = start + apply_all(cluster, fleets_in(ns, n, args), args.workers)
     try:
-        children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
+        start, applied_at, children_at, cpu = time_children(
+            cluster, ns, n, expected, args, watch, ("operator", operator.proc.pid)
+        )
     finally:
         watch.close()
     # As of that moment (the operator's counters move on at once: status writes follow).
-    cpu = CpuMeter.between(cpu_before, meter.read())
     counted_now = {name: operator.metric(name) for name in COUNTED}
-    print_cpu(f"N={n} ({ns}): CPU seconds until every child existed", cpu)
     until = {name: (counted_now[name] - counted_before[name]) / n for name in COUNTED}
     print(
         f"N={n} ({ns}): until every child existed, per fleet: {until[PASSES]:.1f} passes, "
@@ -614,12 +648,61 @@ def operator_window(
         f"{applied_at - start:.2f} s), Ready after {ready_at - start:.2f} s",
         flush=True,
     )
-    window = Window(
-        children_s=children_at - start,
-        cpu_s=sum(cpu.values()),
-        operator_cpu_s=cpu["operator"],
-    )
+    window = Window(children_s=children_at - start, cpu_s=sum(cpu.values()), controller_cpu_s=cpu["operator"])
     return window, ready_at - start, before, counted_before
+
+
+def time_children(
+    cluster: ClusterHandle,
+    ns: str,
+    n: int,
+    expected: int,
+    args: argparse.Namespace,
+    watch: NamespaceWatch,
+    controller: tuple[str, int],
+) -> tuple[float, float, float, dict[str, float]]:
+    """N fleets applied at once in the controller's (empty) namespace, the way the baseline applies
+    the children (--workers threads), timed until ``watch`` has shown every child. Returns when
+    (monotonic) the first fleet was applied, the last applied and every child seen, and the CPU
+    seconds of every process in between."""
+    meter = CpuMeter(cluster, controller)
+    cpu_before = meter.read()
+    start = time.monotonic()
+    applied_at = start + apply_all(cluster, fleets_in(ns, n, args), args.workers)
+    children_at = wait(f"{expected} children", lambda: watch.count() >= expected, 600, 0.05)
+    cpu = CpuMeter.between(cpu_before, meter.read())
+    print_cpu(f"N={n} ({ns}): CPU seconds until every child existed", cpu)
+    return start, applied_at, children_at, cpu
+
+
+def reference_window(
+    cluster: ClusterHandle,
+    identity: traffic.Identity,
+    ns: str,
+    n: int,
+    expected: int,
+    args: argparse.Namespace,
+    logs: Path,
+) -> Window:
+    """The same window with bench/reference_controller.py in the operator's place; then until
+    every StatefulSet is Ready, so that the controllers' work on its pods lands in no later window."""
+    create_namespace(cluster, ns)
+    reference = ReferenceController(identity.kubeconfig, ns, args.operator_workers, logs / f"reference-{ns}.log")
+    watch = NamespaceWatch(cluster, ns)
+    try:
+        start, applied_at, children_at, cpu = time_children(
+            cluster, ns, n, expected, args, watch, ("reference", reference.proc.pid)
+        )
+        ready_at = wait(f"{n} StatefulSets Ready", lambda: watch.statefulsets_ready() >= n, 1800, 0.5)
+    finally:
+        watch.close()
+        reference.stop()
+    print(
+        f"N={n} ({ns}): children after {children_at - start:.2f} s (applying the fleets took "
+        f"{applied_at - start:.2f} s), StatefulSets Ready after {ready_at - start:.2f} s",
+        flush=True,
+    )
+    return Window(children_s=children_at - start, cpu_s=sum(cpu.values()), controller_cpu_s=cpu["reference"])
 
 
 def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: argparse.Namespace, logs: Path) -> Row:
@@ -631,6 +714,15 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
     fleets_s, first_direct_s, expected = direct_window(cluster, f"bench-direct-{n}", n, args, "before")
     direct_s = [first_direct_s]
     windows: list[Window] = []
+    reference: list[Window] = []
+
+    def baseline_after(window: Window, ns: str, when: str) -> None:
+        # No controller watches this namespace: it sees none of it.
+        window.direct_before_s = direct_s[-1]
+        direct_s.append(direct_window(cluster, ns, n, args, when)[1])
+        window.direct_after_s = direct_s[-1]
+        print(f"N={n} {when}: {window.describe()} against direct {direct_s[-2]:.2f}/{direct_s[-1]:.2f} s", flush=True)
+
     for round_index in range(args.rounds):
         op_ns = f"bench-operator-{n}-{round_index + 1}"
         create_namespace(cluster, op_ns)
@@ -648,16 +740,11 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
                 first_ready_s = ready_s
         finally:
             operator.stop()
-        # No operator watches this namespace: it sees none of it.
-        _, after_s, _ = direct_window(
-            cluster, f"bench-direct-{n}-{round_index + 1}", n, args, f"after round {round_index + 1}"
-        )
-        direct_s.append(after_s)
-        print(
-            f"N={n} round {round_index + 1}: operator {window.children_s:.2f} s against direct "
-            f"{direct_s[-2]:.2f}/{direct_s[-1]:.2f} s: {window_ratio(window, direct_s[-2], direct_s[-1]):.2f}x",
-            flush=True,
-        )
+        baseline_after(window, f"bench-direct-{n}-{round_index + 1}", f"operator round {round_index + 1}")
+        if args.reference:
+            ref_ns = f"bench-reference-{n}-{round_index + 1}"
+            reference.append(reference_window(cluster, identity, ref_ns, n, expected, args, logs))
+            baseline_after(reference[-1], f"bench-direct-{n}-{round_index + 1}r", f"reference round {round_index + 1}")
     return Row(
         fleets=n,
         children=expected,
@@ -666,6 +753,7 @@ def run_one(cluster: ClusterHandle, identity: traffic.Identity, n: int, args: ar
         windows=windows,
         ready_s=first_ready_s,
         steady=steady,
+        reference=reference,
     )
 
 
@@ -685,6 +773,12 @@ def main(argv: list[str] | None = None) -> int:
         help="operator windows per N, each followed by one more direct baseline; the ratio is their median",
     )
     parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="each round also times bench/reference_controller.py (the least any controller does) in "
+        "the operator's place, followed by one more baseline: the floor this machine sets for the ratio",
+    )
+    parser.add_argument(
         "--immediate-binding",
         action="store_true",
         help="cache volumes bound when their claim is created, not when the pod is scheduled "
@@ -696,7 +790,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The first baseline, and an operator window and a baseline per round; nothing is deleted
     # between them (a namespace's deletion would weigh on the next window).
-    pods = (2 * args.rounds + 1) * sum(args.fleets) * args.replicas
+    windows_per_round = 4 if args.reference else 2  # each controller window and its baseline
+    pods = (windows_per_round * args.rounds + 1) * sum(args.fleets) * args.replicas
     # Room for every pod of every window on the three kwok nodes: a local PV each, and CPU for the
     # fetch init container's request.
     per_node = math.ceil(pods / 3) + 8
@@ -749,11 +844,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for r in rows:
         st = r.steady
-        windows = ", ".join(
-            f"{w.children_s:.2f} s ({ratio:.2f}x; CPU {w.cpu_s:.1f} s, operator {w.operator_cpu_s:.1f})"
-            for w, ratio in zip(r.windows, r.ratios(), strict=True)
+        print(
+            f"N={r.fleets}: baselines {' / '.join(f'{d:.2f}' for d in r.direct_s)} s; operator windows "
+            + ", ".join(w.describe() for w in r.windows)
         )
-        print(f"N={r.fleets}: baselines {' / '.join(f'{d:.2f}' for d in r.direct_s)} s; operator windows {windows}")
+        if r.reference:
+            print(
+                f"N={r.fleets}: reference windows {', '.join(w.describe() for w in r.reference)}; "
+                f"reference against direct {statistics.median(w.ratio for w in r.reference):.2f}x (median), "
+                f"operator against reference {statistics.median(r.over_reference()):.2f}x (median of "
+                + ", ".join(f"{x:.2f}" for x in r.over_reference())
+                + ")"
+            )
         others = st.converge_writes_per_fleet - st.converge_applies_per_fleet - st.converge_status_writes_per_fleet
         print(
             f"N={r.fleets}: per fleet while converging: {st.converge_passes_per_fleet:.1f} passes, "
@@ -770,6 +872,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{big.steady.idle_reads:.2f} reads per fleet per {args.resync_seconds:.0f} s resync; operator RSS "
         f"{big.steady.rss_mb:.0f} MB; spec edit to StatefulSet p50 {big.steady.edit_p50:.2f} s, "
         f"p99 {big.steady.edit_p99:.2f} s"
+        + (
+            f"; the reference controller {statistics.median(w.ratio for w in big.reference):.2f}x, "
+            f"the operator {statistics.median(big.over_reference()):.2f}x the reference's time"
+            if big.reference
+            else ""
+        )
     )
     return 0
 

@@ -242,7 +242,8 @@ class Controller:
                     # Read the cache here, on the loop that kopf updates it from.
                     observed = self.cache.observe(*key)
                     # Other new or edited fleets still wait for (or are getting) their children.
-                    others_wait = self.queue.urgent_waiting() or (urgent and self.queue.urgent_in_flight > 1)
+                    # Passes from the later lane always write: the burst cannot starve the status.
+                    others_wait = urgent and self.queue.in_burst()
                     self._running += 1
                     self._none_running.clear()
                     try:

@@ -199,9 +199,9 @@ class Reconciler:
         self, namespace: str, name: str, observed: cache.Observed | None = None, others_wait: bool = False
     ) -> Result | None:
         """``others_wait``: other fleets are queued for their children (a burst of new or edited
-        fleets). A pass that applied children then leaves its status write (and Events) to its
-        next pass, which the caller must run: children of every fleet first, the status writes,
-        most of the requests of converging fleets, after."""
+        fleets). The pass then leaves its status write (and Events) to a next pass, which the
+        caller must run with ``others_wait`` False: children of every fleet first, the status
+        writes, most of the requests of converging fleets, after."""
         key = (namespace, name)
         with metrics.RECONCILE_SECONDS.time():
             try:
@@ -475,7 +475,7 @@ class Reconciler:
             if problem.reason == "ApplyFailed":
                 metrics.RECONCILE_ERRORS.labels(problem.reason).inc()
         if status.differs(previous, new_status):
-            if others_wait and result.applied:
+            if others_wait:
                 result.status_deferred = True
             else:
                 self._write_status(body, new_status, transitions)

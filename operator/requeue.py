@@ -192,9 +192,12 @@ class WorkQueue(Generic[K]):
             if _wake(self._waiters.popleft()):
                 return
 
-    def urgent_waiting(self) -> bool:
-        """Whether keys wait in the urgent lane (new or edited fleets, repairs)."""
-        return bool(self._urgent)
+    def in_burst(self) -> bool:
+        """Whether urgent passes come in a burst, as seen from one of them: others wait or run,
+        or one ended less than ``quiet_seconds`` ago (an operator that keeps pace with a burst
+        finds the lane empty between its fleets)."""
+        recent = self._clock() - self._urgent_ended < self._quiet
+        return bool(self._urgent) or self._urgent_in_flight > 1 or recent
 
     @property
     def urgent_in_flight(self) -> int:

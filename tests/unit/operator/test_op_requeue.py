@@ -73,6 +73,29 @@ def test_a_report_waits_out_the_gaps_between_the_fleets_of_a_burst() -> None:
     assert queue.get_nowait() == ("pods-moved", False)
 
 
+def test_a_burst_is_seen_from_its_last_fleet_too_and_ends_with_the_quiet() -> None:
+    """A pass leaves its status for later while a burst is on (reconcile): with other fleets
+    waiting or running, and also when it is the only one, right after another ended (an operator
+    that keeps pace with a burst finds the lane empty between its fleets)."""
+    clock = Clock()
+    queue: WorkQueue[str] = WorkQueue(quiet_seconds=0.5, hold_limit_seconds=30, clock=clock)
+    queue.add("alone")
+    assert queue.get_nowait() == ("alone", True)
+    assert not queue.in_burst()  # one fleet, nothing before it: its status goes out at once
+    queue.add("second")
+    assert queue.in_burst()  # another waits
+    assert queue.get_nowait() == ("second", True)
+    assert queue.in_burst()  # another runs
+    queue.done("alone")
+    clock.now += 0.4
+    assert queue.in_burst()  # the only one, but "alone" ended 0.4 s ago
+    queue.done("second")
+    clock.now += 0.5
+    queue.add("later")
+    assert queue.get_nowait() == ("later", True)
+    assert not queue.in_burst()  # quiet for 0.5 s: a new burst, if any, starts with this one
+
+
 def test_an_endless_burst_does_not_starve_a_report_past_the_hold_limit() -> None:
     clock = Clock()
     queue: WorkQueue[str] = WorkQueue(quiet_seconds=0.5, hold_limit_seconds=30, clock=clock)
