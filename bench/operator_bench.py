@@ -788,8 +788,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    # The first baseline, and an operator window and a baseline per round; nothing is deleted
-    # between them (a namespace's deletion would weigh on the next window).
+    # The first baseline, and per round an operator window and a baseline (and with --reference a
+    # reference window and a baseline); nothing is deleted between them (a namespace's deletion
+    # would weigh on the next window).
     windows_per_round = 4 if args.reference else 2  # each controller window and its baseline
     pods = (windows_per_round * args.rounds + 1) * sum(args.fleets) * args.replicas
     # Room for every pod of every window on the three kwok nodes: a local PV each, and CPU for the

@@ -82,7 +82,7 @@ class Reference:
         for child in desired.build_all(owner, parse_spec(body["spec"]), {}):
             self.pool.submit(self.kube.apply, applied.stamp(child)).add_done_callback(_say_failure)
 
-    def list(self, kind: Kind, selector: str) -> str:
+    def list_kind(self, kind: Kind, selector: str) -> str:
         query = [("labelSelector", selector)] if selector else []
         listed = json.loads(self._get(kind.path(self.namespace), query).data)
         for item in listed.get("items") or []:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     config.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = args.workers + len(WATCHED)
     reference = Reference(client.ApiClient(configuration), args.namespace, args.workers)
-    versions = [reference.list(kind, selector) for kind, selector in WATCHED]
+    versions = [reference.list_kind(kind, selector) for kind, selector in WATCHED]
     for (kind, selector), version in zip(WATCHED, versions, strict=True):
         threading.Thread(target=reference.watch, args=(kind, selector, version), daemon=True).start()
     print("listed", flush=True)
