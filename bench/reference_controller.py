@@ -70,12 +70,13 @@ class Reference:
 
     def _keep(self, kind: Kind, obj: dict[str, Any], deleted: bool = False) -> None:
         key = (kind.plural, obj["metadata"]["name"])
+        if deleted:
+            with self.lock:
+                self.store.pop(key, None)
+            return
         packed = cache.Packed.of(cache.trim_pod(obj) if kind is kinds.POD else cache.trim_object(obj))
         with self.lock:
-            if deleted:
-                self.store.pop(key, None)
-            else:
-                self.store[key] = packed
+            self.store[key] = packed
 
     def _new_fleet(self, body: dict[str, Any]) -> None:
         owner = Owner.of(body)
