@@ -19,16 +19,14 @@ Prints ``listed`` once every watch has listed, then runs until terminated (SIGTE
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
-from kubernetes.watch.watch import iter_resp_lines
 
-from ttsfleet.operator import applied, cache, desired, handlers, kinds
+from ttsfleet.operator import applied, cache, desired, kinds, streams
 from ttsfleet.operator.kinds import Kind
 from ttsfleet.operator.kube import Kube
 from ttsfleet.operator.naming import Owner
@@ -37,8 +35,8 @@ from ttsfleet.operator.spec import parse_spec
 # What the operator watches in a cluster without the add-ons, with its server-side selectors.
 WATCHED: list[tuple[Kind, str]] = [
     (kinds.TTSDEPLOYMENT, ""),
-    *((kind, handlers.CHILD_SELECTOR) for kind in kinds.CHILD_KINDS if kind not in kinds.OPTIONAL_KINDS),
-    (kinds.POD, handlers.POD_SELECTOR),
+    *((feed.kind, feed.selector) for feed in streams.CHILD_FEEDS),
+    (streams.POD_FEED.kind, streams.POD_FEED.selector),
 ]
 
 
@@ -49,24 +47,11 @@ def _say_failure(future: Future[Any]) -> None:
 
 class Reference:
     def __init__(self, api: client.ApiClient, namespace: str, workers: int) -> None:
-        self.api = api
         self.kube = Kube(api)  # the operator's client and field manager
         self.namespace = namespace
         self.pool = ThreadPoolExecutor(max_workers=workers)
         self.store: dict[tuple[str, str], cache.Packed] = {}  # (plural, name) -> trimmed object
         self.lock = threading.Lock()
-
-    def _get(self, path: str, query: list[tuple[str, str]], stream: bool = False) -> Any:
-        _, url, headers, _, _ = self.api.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        return self.api.rest_client.pool_manager.request(
-            "GET", url, headers=headers, preload_content=not stream, timeout=None if stream else 30
-        )
 
     def _keep(self, kind: Kind, obj: dict[str, Any], deleted: bool = False) -> None:
         key = (kind.plural, obj["metadata"]["name"])
@@ -84,19 +69,14 @@ class Reference:
             self.pool.submit(self.kube.apply, applied.stamp(child)).add_done_callback(_say_failure)
 
     def list_kind(self, kind: Kind, selector: str) -> str:
-        query = [("labelSelector", selector)] if selector else []
-        listed = json.loads(self._get(kind.path(self.namespace), query).data)
-        for item in listed.get("items") or []:
+        items, version = self.kube.list_versioned(kind, self.namespace, selector)
+        for item in items:
             self._keep(kind, item)
-        return str(listed["metadata"]["resourceVersion"])
+        return version
 
     def watch(self, kind: Kind, selector: str, resource_version: str) -> None:
-        query = [("watch", "true"), ("allowWatchBookmarks", "true")]
-        query += [("labelSelector", selector)] if selector else []
         while True:  # the API server ends a watch after a while: go on from the last version seen
-            response = self._get(kind.path(self.namespace), [*query, ("resourceVersion", resource_version)], True)
-            for line in iter_resp_lines(response):
-                event = json.loads(line)
+            for event in self.kube.watch(kind, self.namespace, selector, resource_version, streams.WATCH_SECONDS):
                 obj = event["object"]
                 if event["type"] == "ERROR":
                     raise RuntimeError(f"watch of {kind.plural}: {obj.get('message')}")

@@ -1,14 +1,15 @@
 """What the watches already told us, per fleet: the fleet itself, its children and its pods.
 
-kopf keeps these in its indexes (``@kopf.index``), fed by the watch streams it runs anyway, and
-holds every handler back until the initial listings are indexed; so a pass reads the cluster
-from memory instead of listing children and pods again, and the first pass after a restart
-already sees every child. ``Listing`` is the same interface read straight from the API server,
-for one-off passes (tests, tools) that run without kopf.
+The fleets and the add-ons' children are in kopf's indexes (``@kopf.index``); the other children
+and the pods in the operator's own watch streams (streams.py says why). Both are fed by watches
+that run anyway, and passes wait until both have listed: a pass reads the cluster from memory
+instead of listing children and pods again, and the first pass after a restart already sees
+every child. ``Listing`` is the same interface read straight from the API server, for one-off
+passes (tests, tools) that run without watches.
 
 Stored objects are trimmed: managedFields (often half an object) and, for pods, everything the
-status does not read are dropped before they reach the index. They are kept as compact JSON and
-parsed when a pass reads them: a pass reads one fleet, while the index holds every fleet's
+status does not read are dropped before they are stored. They are kept as compact JSON and
+parsed when a pass reads them: a pass reads one fleet, while the cache holds every fleet's
 objects for as long as they live, and a parsed object takes about ten times the memory of its
 JSON (at 1,000 fleets the parsed indexes were about a fifth of the operator's memory).
 """
@@ -18,16 +19,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ttsfleet.operator import kinds, naming
 from ttsfleet.operator.kinds import Kind
 from ttsfleet.operator.kube import ApiError, Kube
 
+if TYPE_CHECKING:
+    from ttsfleet.operator.streams import Streams
+
 Key = tuple[str, str]  # (namespace, fleet name)
 
 FLEET_INDEX = "ttsfleet_fleets"
-POD_INDEX = "ttsfleet_pods"
 
 
 def child_index_id(kind: Kind) -> str:
@@ -63,7 +66,7 @@ class Packed:
 
 
 # The trimmed objects share their nested values with the body they come from (no copies): the
-# indexes pack them into JSON at once, and ``Listing`` trims objects it has just read.
+# indexes and streams pack them into JSON at once, and ``Listing`` trims objects it has just read.
 
 
 def trim_object(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,21 +124,15 @@ async def index_child(body: Mapping[str, Any], namespace: str | None, labels: Ma
     return {(namespace, fleet): Packed.of(trim_object(body))}
 
 
-async def index_pod(body: Mapping[str, Any], namespace: str | None, labels: Mapping[str, str], **_: Any) -> Any:
-    # The StatefulSet's selector labels: immutable, so every pod of a fleet carries them.
-    fleet = labels.get(naming.LABEL_INSTANCE)
-    if not namespace or not fleet or labels.get(naming.LABEL_NAME) != naming.APP_NAME:
-        return None
-    return {(namespace, fleet): Packed.of(trim_pod(body))}
-
-
 class Cache:
-    """Reads kopf's indexes. Call it on the event loop: kopf updates them there."""
+    """Reads kopf's indexes and the operator's streams. Call it on the event loop: both are
+    updated there."""
 
-    def __init__(self, indices: Mapping[str, Any]) -> None:
+    def __init__(self, indices: Mapping[str, Any], streams: Streams) -> None:
         self._fleets = indices[FLEET_INDEX]
-        self._pods = indices[POD_INDEX]
-        self._children = [indices[child_index_id(kind)] for kind in kinds.CHILD_KINDS]
+        # kopf watches the add-ons' kinds (streams.py says why), the streams every other child.
+        self._children = [indices[child_index_id(kind)] for kind in kinds.CHILD_KINDS if kind in kinds.OPTIONAL_KINDS]
+        self._streams = streams
 
     @staticmethod
     def _values(index: Any, key: Key) -> list[dict[str, Any]]:
@@ -143,13 +140,20 @@ class Cache:
         return [packed.unpack() for packed in store] if store else []
 
     def observe(self, namespace: str, name: str) -> Observed:
-        fleets = self._values(self._fleets, (namespace, name))
-        children = [obj for index in self._children for obj in self._values(index, (namespace, name))]
+        key = (namespace, name)
+        fleets = self._values(self._fleets, key)
+        children = [obj for index in self._children for obj in self._values(index, key)]
+        children += [packed.unpack() for packed in self._streams.children(key)]
+        pods = [packed.unpack() for packed in self._streams.pods(key)]
         # A fleet not (or not yet) in the index is read from the API server by the pass.
-        return Observed(fleets[0] if fleets else None, children, self._values(self._pods, (namespace, name)))
+        return Observed(fleets[0] if fleets else None, children, pods)
 
     def fleets(self) -> list[Key]:
         return list(self._fleets)
+
+    async def wait_listed(self) -> None:
+        """Until the streams have listed (kopf holds its handlers until its own listings are in)."""
+        await self._streams.wait_listed()
 
 
 class Listing:

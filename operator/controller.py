@@ -1,11 +1,12 @@
 """The controller loop: events enqueue a fleet key; a bounded pool of workers drains the queue,
 one pass per fleet at a time (requeue.WorkQueue), each pass reading the fleet from the watch-fed
 cache; a failed pass comes back after its backoff; a periodic resync enqueues every known fleet
-from memory (no listing) to catch what no event announces.
+from memory (no listing) to catch what no event announces. No pass runs before the cache has
+listed.
 
-Only the active replica of a kopf peering acts. kopf pauses the watches of a standby, so events
-stop by themselves; the resync is ours, so once per period it reads the peering object and
-applies kopf's rule (peering.is_active).
+Only the active replica of a kopf peering acts. kopf pauses its watches on a standby (the
+fleets'), and a pass runs only for a namespace this replica is active in; the resync is ours, so
+once per period it reads the peering object and applies kopf's rule (peering.is_active).
 """
 
 from __future__ import annotations
@@ -233,6 +234,9 @@ class Controller:
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        # A pass before the children are listed would find none: it would apply every child
+        # again and prune nothing.
+        await self.cache.wait_listed()
         while True:
             # Status writes and reports come out of the queue only once the urgent passes (new
             # and edited fleets, repairs) are over: their requests would slow those down.

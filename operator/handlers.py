@@ -4,14 +4,15 @@ Read top to bottom, a fleet goes: handlers (enqueue its key) → controller (wor
 per fleet at a time, resync from memory) → reconcile (desired/<kind>, apply what differs, status).
 
 Triggers: the TTSDeployment's own watch events, watch events of its children and pods (drift,
-deletion, readiness), the optional add-ons' CRDs appearing, and the periodic resync. All of them
-are ``on.event``-style or operator-level: no kopf state is stored on the fleets and no finalizer
-is ever added (kopf timers would add one), so a fleet deleted while the operator is away is
-simply garbage-collected. The handlers are coroutines: they run on kopf's event loop, next to
-the queue and the indexes, and never wait on the API server. Events that only echo our own
-writes (our status write, our apply of a child) and the initial listings of children and pods
-enqueue nothing: the fleets' own initial listing runs every fleet once, with kopf's indexes
-already filled.
+deletion, readiness), the optional add-ons' CRDs appearing, and the periodic resync. kopf
+watches the fleets, the add-ons' kinds and the CRDs; the operator's own streams (streams.py)
+watch the other children and the pods and call ``child_event``/``pod_event`` the same way. All
+of them are ``on.event``-style or operator-level: no kopf state is stored on the fleets and no
+finalizer is ever added (kopf timers would add one), so a fleet deleted while the operator is
+away is simply garbage-collected. The handlers run on kopf's event loop, next to the queue and
+the cache, and never wait on the API server. Events that only echo our own writes (our status
+write, our apply of a child) and the initial listings of children and pods enqueue nothing: the
+fleets' own initial listing runs every fleet once, once the cache has listed too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from ttsfleet.operator import cache, discovery, kinds, kopf_rescan, metrics, naming, requeue, spec
+from ttsfleet.operator import cache, discovery, kinds, kopf_rescan, metrics, naming, requeue, spec, streams
 from ttsfleet.operator.controller import Controller, Options
 from ttsfleet.operator.kube import ApiError, Kube
 from ttsfleet.operator.reconcile import Reconciler
@@ -34,11 +35,9 @@ log = logging.getLogger(__name__)
 
 OPTIONAL_KINDS_BY_CRD = {kind.crd_name: kind for kind in kinds.OPTIONAL_KINDS}
 OPTIONAL_CRDS = frozenset(OPTIONAL_KINDS_BY_CRD)
-# Server-side label selectors: the API server sends only our children and the fleets' pods.
-CHILD_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.FIELD_MANAGER}"
-POD_SELECTOR = f"{naming.LABEL_NAME}={naming.APP_NAME}"
+# The add-ons' children, watched by kopf (streams.py watches the rest).
+KOPF_CHILD_KINDS = tuple(kind for kind in kinds.CHILD_KINDS if kind in kinds.OPTIONAL_KINDS)
 CHILD_LABELS: dict[str, Any] = {naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER, naming.LABEL_DEPLOYMENT: kopf.PRESENT}
-POD_LABELS: dict[str, Any] = {naming.LABEL_NAME: naming.APP_NAME, naming.LABEL_INSTANCE: kopf.PRESENT}
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -76,32 +75,35 @@ async def on_fleet_event(memo: Any, type: str | None, namespace: str | None, nam
     controller.enqueue((namespace, name))
 
 
-async def on_child_event(
-    memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, body: Any, **_: Any
-) -> None:
-    controller: Controller = memo["controller"]
-    controller.saw_event(namespace)
-    owner = labels.get(naming.LABEL_DEPLOYMENT)
-    if type is None or not owner or not namespace:
-        return
+def child_event(controller: Controller, type: str, namespace: str, fleet: str, body: Mapping[str, Any]) -> None:
+    """A child of ``fleet`` was added, changed or deleted (from kopf or a stream)."""
+    child = dict(body)
     if type == "DELETED":
-        controller.reconciler.child_deleted(namespace, owner, body)
-    elif controller.reconciler.own_apply(namespace, owner, body):
+        controller.reconciler.child_deleted(namespace, fleet, child)
+    elif controller.reconciler.own_apply(namespace, fleet, child):
         return
     # A deleted child, or one whose spec someone changed, is urgent; a controller reporting on a
     # child we applied (a StatefulSet's status) is something the fleet reports on.
-    if type == "DELETED" or not controller.reconciler.known_generation(namespace, owner, body):
-        controller.enqueue((namespace, owner))
+    if type == "DELETED" or not controller.reconciler.known_generation(namespace, fleet, child):
+        controller.enqueue((namespace, fleet))
     else:
-        controller.enqueue_report((namespace, owner))
+        controller.enqueue_report((namespace, fleet))
 
 
-async def on_pod_event(memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+def pod_event(controller: Controller, type: str, namespace: str, fleet: str, body: Mapping[str, Any]) -> None:
+    """A pod of ``fleet`` moved (from a stream): its status follows, coalesced."""
+    controller.enqueue_report((namespace, fleet))
+
+
+async def on_child_event(
+    memo: Any, type: str | None, labels: Mapping[str, str], namespace: str | None, body: Any, **_: Any
+) -> None:
+    """kopf's events of the add-ons' children."""
     controller: Controller = memo["controller"]
     controller.saw_event(namespace)
-    owner = labels.get(naming.LABEL_INSTANCE)
+    owner = labels.get(naming.LABEL_DEPLOYMENT)
     if type is not None and owner and namespace:
-        controller.enqueue_report((namespace, owner))
+        child_event(controller, type, namespace, owner, body)
 
 
 async def on_optional_crd_event(memo: Any, type: str | None, name: str, body: Any, **_: Any) -> None:
@@ -170,9 +172,8 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.persistence.diffbase_storage = NoDiffBase()
-    for kind in kinds.CHILD_KINDS:
-        settings.watching.label_selectors[_selector(kind)] = CHILD_SELECTOR
-    settings.watching.label_selectors[_selector(kinds.POD)] = POD_SELECTOR
+    for kind in KOPF_CHILD_KINDS:
+        settings.watching.label_selectors[_selector(kind)] = streams.CHILD_SELECTOR
     if options.peering is not None:
         # A standby takes over at most this long after the active replica's last keep-alive.
         settings.peering.lifetime = options.peering_lifetime
@@ -185,11 +186,21 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
         await asyncio.to_thread(ensure_peering, kube, options)
     retries: requeue.Backoff[tuple[str, str]] = requeue.Backoff(limit=max(1.0, options.resync_seconds))
     reconciler = Reconciler(kube, instance=options.identity or None, retries=retries)
+    # The streams' own connections: each holds one open for as long as it watches.
+    connections = streams.Streams.connections(options.namespaces, options.clusterwide)
+    watches = streams.Streams(
+        await asyncio.to_thread(Kube.connect, None, connections=connections), options.namespaces, options.clusterwide
+    )
     # kopf hands its indexes to every handler, this one included (empty until the listings).
-    controller = Controller(reconciler, cache.Cache(kwargs), options)
+    controller = Controller(reconciler, cache.Cache(kwargs, watches), options)
     memo["controller"] = controller
+    memo["streams"] = watches
     memo["discovery"] = discovery.DiscoveryFollower(
         kube.discover, lambda agreement: on_discovery_agreement(memo, settings, agreement)
+    )
+    watches.start(
+        lambda *event: child_event(controller, *event),
+        lambda *event: pod_event(controller, *event),
     )
     controller.start()
 
@@ -198,10 +209,15 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     follower: discovery.DiscoveryFollower | None = memo.get("discovery")
     if follower is not None:
         await follower.stop()
+    watches: streams.Streams | None = memo.get("streams")
+    if watches is not None:
+        watches.stop()
     controller: Controller | None = memo.get("controller")
     if controller is not None:
         await controller.stop()
         controller.reconciler.kube.close()
+    if watches is not None:
+        watches.kube.close()
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -212,14 +228,12 @@ def build_registry() -> kopf.OperatorRegistry:
 
     kopf.index(spec.GROUP, spec.VERSION, spec.PLURAL, id=cache.FLEET_INDEX, registry=registry)(cache.index_fleet)
     kopf.on.event(spec.GROUP, spec.VERSION, spec.PLURAL, registry=registry)(on_fleet_event)
-    # Every child kind alike: a new kind in kinds.CHILD_KINDS is cached and watched with no change here.
-    for kind in kinds.CHILD_KINDS:
+    # The add-ons' kinds alike (the other children and the pods are the streams'): a new optional
+    # kind in kinds.CHILD_KINDS is cached and watched with no change here.
+    for kind in KOPF_CHILD_KINDS:
         selector = _selector(kind)
         kopf.index(*selector, labels=CHILD_LABELS, id=cache.child_index_id(kind), registry=registry)(cache.index_child)
         kopf.on.event(*selector, labels=CHILD_LABELS, id=f"child-{kind.plural}", registry=registry)(on_child_event)
-    pods = _selector(kinds.POD)
-    kopf.index(*pods, labels=POD_LABELS, id=cache.POD_INDEX, registry=registry)(cache.index_pod)
-    kopf.on.event(*pods, labels=POD_LABELS, id="pods", registry=registry)(on_pod_event)
     kopf.on.event(
         "apiextensions.k8s.io",
         "v1",

@@ -11,10 +11,13 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.watch.watch import iter_resp_lines
 
 from ttsfleet.operator.kinds import Kind, kind_of
 from ttsfleet.operator.naming import FIELD_MANAGER
@@ -107,6 +110,12 @@ class Kube:
     def list_objects(
         self, kind: Kind, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
     ) -> list[dict[str, Any]]:
+        return self.list_versioned(kind, namespace, label_selector, field_selector)[0]
+
+    def list_versioned(
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None, field_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The objects and the list's resourceVersion (where a watch of them goes on from)."""
         query = [("labelSelector", label_selector)] if label_selector else []
         if field_selector:
             query.append(("fieldSelector", field_selector))
@@ -116,7 +125,50 @@ class Kube:
             # List items come without apiVersion/kind; put them back so objects are self-describing.
             item.setdefault("apiVersion", kind.api_version)
             item.setdefault("kind", kind.kind)
-        return items
+        return items, str((result.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(
+        self, kind: Kind, namespace: str | None, label_selector: str, resource_version: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events after ``resource_version`` (BOOKMARKs included) until the API server ends
+        the watch, at most ``timeout_seconds`` later. A watch the server refuses raises ApiError;
+        an expired version arrives as an ERROR event (410), as the API server sends it."""
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        _, url, headers, _, _ = self._api.param_serialize(
+            method="GET",
+            resource_path=kind.path(namespace),
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        # Bookmarks arrive about once a minute: a read that long past the watch's own end is a
+        # dead connection.
+        timeout = urllib3.Timeout(connect=REQUEST_TIMEOUT_SECONDS, read=timeout_seconds + REQUEST_TIMEOUT_SECONDS)
+        response = self._api.rest_client.pool_manager.request(
+            "GET", url, headers=headers, preload_content=False, timeout=timeout
+        )
+        try:
+            if response.status != 200:
+                data = response.read()
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    payload = {"message": data.decode(errors="replace").strip()}
+                raise ApiError(response.status, str(payload.get("reason", "")), str(payload.get("message", "")))
+            for line in iter_resp_lines(response):
+                event: dict[str, Any] = json.loads(line)
+                yield event
+        finally:
+            # A watch is never read to its end when left early: its connection cannot be reused.
+            response.close()
+            response.release_conn()
 
     def find(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         """One object by name through a list (the operator may list its children, not get them)."""

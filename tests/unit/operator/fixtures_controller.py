@@ -19,6 +19,9 @@ class FakeCache:
     def observe(self, namespace: str, name: str) -> Observed:
         return Observed(fleet=None)
 
+    async def wait_listed(self) -> None:
+        return None
+
 
 class CountingReconciler(Reconciler):
     def __init__(self, kube: FakeKube) -> None:

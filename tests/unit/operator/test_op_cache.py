@@ -1,4 +1,4 @@
-"""The watch-fed cache: what the indexes keep of each object, and what a pass reads back."""
+"""The watch-fed cache: what the indexes and streams keep of each object, and what a pass reads back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 import sys
 from typing import Any
 
-from ttsfleet.operator import cache, kinds, naming
+from fixtures_streams import ScriptedKube
+
+from ttsfleet.operator import cache, kinds, naming, streams
 
 NS, FLEET = "team-a", "voice"
 
@@ -37,25 +39,47 @@ def _index(entries: list[Any]) -> dict[Any, list[Any]]:
     return index
 
 
-def test_a_pass_reads_back_the_trimmed_object_that_the_index_keeps_compact() -> None:
+def _scaledobject() -> dict[str, Any]:
+    meta = {"name": FLEET, "namespace": NS, "labels": {naming.LABEL_DEPLOYMENT: FLEET}, "managedFields": [{}]}
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": meta, "spec": {}}
+
+
+async def _listed(kube: ScriptedKube) -> streams.Streams:
+    watches = streams.Streams(kube, (), clusterwide=True)  # type: ignore[arg-type]
+    watches.start(lambda *_: None, lambda *_: None)
+    await watches.wait_listed()
+    return watches
+
+
+def test_a_pass_reads_back_the_trimmed_objects_that_the_streams_and_indexes_keep_compact() -> None:
     sts = _statefulset()
-    stored = asyncio.run(cache.index_child(body=sts, namespace=NS, labels=sts["metadata"]["labels"]))
+    kube = ScriptedKube(lists={"statefulsets": [([sts], "5")]})
+    scaled = _scaledobject()
+    stored = asyncio.run(cache.index_child(body=scaled, namespace=NS, labels=scaled["metadata"]["labels"]))
     fleet_body = {"apiVersion": "tts.ttsfleet.io/v1alpha1", "kind": "TTSDeployment", "metadata": {"name": FLEET}}
     fleet = asyncio.run(cache.index_fleet(body=fleet_body, namespace=NS, name=FLEET))
-    indices: dict[str, Any] = {cache.FLEET_INDEX: _index([fleet]), cache.POD_INDEX: {}}
-    for kind in kinds.CHILD_KINDS:
-        indices[cache.child_index_id(kind)] = _index([stored]) if kind is kinds.STATEFULSET else {}
+    # kopf hands the indexes of the kinds it watches: the fleets and the add-ons' children.
+    indices: dict[str, Any] = {cache.FLEET_INDEX: _index([fleet])}
+    for kind in kinds.OPTIONAL_KINDS:
+        indices[cache.child_index_id(kind)] = _index([stored]) if kind is kinds.SCALEDOBJECT else {}
+    watches = asyncio.run(_listed(kube))
+    watches.stop()
+    kube.close()
 
-    observed = cache.Cache(indices).observe(NS, FLEET)
+    observed = cache.Cache(indices, watches).observe(NS, FLEET)
 
     expected = {**sts, "metadata": {k: v for k, v in sts["metadata"].items() if k != "managedFields"}}
-    assert observed.children == [expected]
+    assert sorted(observed.children, key=lambda c: c["kind"]) == [
+        {**scaled, "metadata": {k: v for k, v in scaled["metadata"].items() if k != "managedFields"}},
+        expected,
+    ]
     assert observed.fleet == fleet_body and observed.pods == []
     # Each read is a fresh object: a pass may not change what the next pass reads.
-    observed.children[0]["spec"]["replicas"] = 7
-    assert cache.Cache(indices).observe(NS, FLEET).children[0]["spec"]["replicas"] == 2
+    next(c for c in observed.children if c["kind"] == "StatefulSet")["spec"]["replicas"] = 7
+    again = cache.Cache(indices, watches).observe(NS, FLEET).children
+    assert next(c for c in again if c["kind"] == "StatefulSet")["spec"]["replicas"] == 2
     # Held as compact JSON, not as nested dicts (several times the size).
-    (packed,) = stored.values()
+    (packed,) = watches.children((NS, FLEET))
     assert json.loads(packed.data) == expected
     assert sys.getsizeof(packed.data) < _deep_size(expected) / 3
 

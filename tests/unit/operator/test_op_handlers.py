@@ -13,7 +13,7 @@ import kopf
 from fixtures_controller import CountingReconciler, FakeCache
 from fixtures_operator import FakeKube
 
-from ttsfleet.operator import cache, discovery, handlers, kinds, metrics, naming, peering
+from ttsfleet.operator import cache, discovery, handlers, kinds, metrics, naming, peering, streams
 from ttsfleet.operator import controller as controller_module
 from ttsfleet.operator.cache import Observed
 from ttsfleet.operator.controller import Controller, Options
@@ -26,19 +26,20 @@ def test_registry_has_no_finalizer_requiring_handlers() -> None:
     assert not registry._changing.get_all_handlers()  # no create/update/delete state on fleets
     assert not registry._spawning.get_all_handlers()  # no timers/daemons (they add finalizers)
     watched = {h.selector.any_name for h in registry._watching.get_all_handlers() if h.selector}
-    assert {"ttsdeployments", "statefulsets", "services", "configmaps", "pods"} <= watched
+    assert {"ttsdeployments", "customresourcedefinitions", "scaledobjects", "servicemonitors"} <= watched
 
 
-def test_every_child_kind_is_cached_and_watched_without_naming_it() -> None:
+def test_every_child_kind_and_the_pods_are_cached_and_watched_once_without_naming_them() -> None:
     registry = handlers.build_registry()
     indexed = {h.id for h in registry._indexing.get_all_handlers()}
-    assert indexed == {
-        cache.FLEET_INDEX,
-        cache.POD_INDEX,
-        *(cache.child_index_id(kind) for kind in kinds.CHILD_KINDS),
-    }
+    by_kopf = {kind for kind in kinds.CHILD_KINDS if cache.child_index_id(kind) in indexed}
     watched = {h.selector.any_name for h in registry._watching.get_all_handlers() if h.selector}
-    assert {kind.plural for kind in kinds.CHILD_KINDS} <= watched
+    assert {kind.plural for kind in by_kopf} <= watched
+    # The streams take every other child and the pods; nothing is watched twice.
+    assert by_kopf | streams.STREAMED_KINDS == {*kinds.CHILD_KINDS, kinds.POD}
+    assert not by_kopf & streams.STREAMED_KINDS
+    assert not {kind.plural for kind in streams.STREAMED_KINDS} & watched
+    assert indexed == {cache.FLEET_INDEX, *(cache.child_index_id(kind) for kind in by_kopf)}
 
 
 class FakeReconciler:
@@ -103,22 +104,27 @@ def test_events_enqueue_the_owning_fleet_and_nothing_else() -> None:
         await handlers.on_fleet_event(memo=memo, type="MODIFIED", namespace="ns", name="a", body=body("7"))
         await handlers.on_fleet_event(memo=memo, type="DELETED", namespace="ns", name="b", body=body("8"))
         labels = {naming.LABEL_DEPLOYMENT: "c"}
+        # kopf's events of the add-ons' children.
         await handlers.on_child_event(memo=memo, type="MODIFIED", labels=labels, namespace="ns", body=body("5"))
         await handlers.on_child_event(memo=memo, type="MODIFIED", labels=labels, namespace="ns", body=body("9"))
         await handlers.on_child_event(memo=memo, type=None, labels=labels, namespace="ns", body=body("4"))
         await handlers.on_child_event(memo=memo, type="DELETED", labels=labels, namespace="ns", body=body("9"))
         await handlers.on_child_event(memo=memo, type="MODIFIED", labels={}, namespace="ns", body=body("3"))
-        pod_labels = {naming.LABEL_INSTANCE: "d"}
-        await handlers.on_pod_event(memo=memo, type="MODIFIED", labels=pod_labels, namespace="ns")
-        await handlers.on_pod_event(memo=memo, type=None, labels=pod_labels, namespace="ns")
+        assert controller.events == 8  # kopf's events: this replica is the active one
+        # The streams' events of the other children and the pods (their listings hand over none).
+        handlers.child_event(controller, "MODIFIED", "ns", "e", body("9"))  # type: ignore[arg-type]
+        handlers.child_event(controller, "MODIFIED", "ns", "e", body("6"))  # type: ignore[arg-type]
+        handlers.pod_event(controller, "MODIFIED", "ns", "d", body("1"))  # type: ignore[arg-type]
+        # A standby's streams keep running: their events say nothing about who is active.
+        assert controller.events == 8
 
     asyncio.run(events())
     # rv 7 is our own status write, rv 9 our own apply, None an initial listing: no pass for those;
     # a deleted child is drift (and what was remembered of applying it is dropped), a deleted
     # fleet is forgotten.
-    assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "d")]
+    assert controller.queued == [("ns", "a"), ("ns", "c"), ("ns", "c"), ("ns", "e"), ("ns", "d")]
     # A controller's status report and a pod moving wait behind fleets with real work (coalesced).
-    assert controller.urgent == [True, False, True, False]
+    assert controller.urgent == [True, False, True, True, False]
     assert controller.reconciler.deleted == [("ns", "c")]
     assert controller.reconciler.forgotten == [("ns", "b")]
 
