@@ -131,7 +131,7 @@ class Cache:
     def __init__(self, indices: Mapping[str, Any], streams: Streams) -> None:
         self._fleets = indices[FLEET_INDEX]
         # kopf watches the add-ons' kinds (streams.py says why), the streams every other child.
-        self._children = [indices[child_index_id(kind)] for kind in kinds.CHILD_KINDS if kind in kinds.OPTIONAL_KINDS]
+        self._children = [indices[child_index_id(kind)] for kind in kinds.OPTIONAL_CHILD_KINDS]
         self._streams = streams
 
     @staticmethod

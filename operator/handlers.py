@@ -18,6 +18,7 @@ fleets' own initial listing runs every fleet once, once the cache has listed too
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 OPTIONAL_KINDS_BY_CRD = {kind.crd_name: kind for kind in kinds.OPTIONAL_KINDS}
 OPTIONAL_CRDS = frozenset(OPTIONAL_KINDS_BY_CRD)
-# The add-ons' children, watched by kopf (streams.py watches the rest).
-KOPF_CHILD_KINDS = tuple(kind for kind in kinds.CHILD_KINDS if kind in kinds.OPTIONAL_KINDS)
 CHILD_LABELS: dict[str, Any] = {naming.LABEL_MANAGED_BY: naming.FIELD_MANAGER, naming.LABEL_DEPLOYMENT: kopf.PRESENT}
 
 
@@ -172,7 +171,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.persistence.diffbase_storage = NoDiffBase()
-    for kind in KOPF_CHILD_KINDS:
+    for kind in kinds.OPTIONAL_CHILD_KINDS:
         settings.watching.label_selectors[_selector(kind)] = streams.CHILD_SELECTOR
     if options.peering is not None:
         # A standby takes over at most this long after the active replica's last keep-alive.
@@ -198,10 +197,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     memo["discovery"] = discovery.DiscoveryFollower(
         kube.discover, lambda agreement: on_discovery_agreement(memo, settings, agreement)
     )
-    watches.start(
-        lambda *event: child_event(controller, *event),
-        lambda *event: pod_event(controller, *event),
-    )
+    watches.start(functools.partial(child_event, controller), functools.partial(pod_event, controller))
     controller.start()
 
 
@@ -230,7 +226,7 @@ def build_registry() -> kopf.OperatorRegistry:
     kopf.on.event(spec.GROUP, spec.VERSION, spec.PLURAL, registry=registry)(on_fleet_event)
     # The add-ons' kinds alike (the other children and the pods are the streams'): a new optional
     # kind in kinds.CHILD_KINDS is cached and watched with no change here.
-    for kind in KOPF_CHILD_KINDS:
+    for kind in kinds.OPTIONAL_CHILD_KINDS:
         selector = _selector(kind)
         kopf.index(*selector, labels=CHILD_LABELS, id=cache.child_index_id(kind), registry=registry)(cache.index_child)
         kopf.on.event(*selector, labels=CHILD_LABELS, id=f"child-{kind.plural}", registry=registry)(on_child_event)

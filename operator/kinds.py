@@ -64,6 +64,8 @@ CHILD_KINDS: tuple[Kind, ...] = (
 )
 # Kinds that come from optional add-ons (KEDA, Prometheus Operator) and may not be installed.
 OPTIONAL_KINDS: frozenset[Kind] = frozenset({SCALEDOBJECT, TRIGGERAUTHENTICATION, SERVICEMONITOR})
+# The children of those kinds (kopf watches them), in CHILD_KINDS' order.
+OPTIONAL_CHILD_KINDS: tuple[Kind, ...] = tuple(kind for kind in CHILD_KINDS if kind in OPTIONAL_KINDS)
 
 
 def kind_of(obj: dict[str, object]) -> Kind:

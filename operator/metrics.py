@@ -94,6 +94,8 @@ class FleetTracker:
 # watched resource and namespace), "peering observer for ...", and the observers of CRDs and
 # namespaces, which keep a watch of their own.
 _WATCH_TASK_PREFIXES = ("watcher for ", "peering observer for ", "resource observer", "namespace observer")
+# The operator's own streams (streams.py) run each on a thread of this name.
+WATCH_THREAD_PREFIX = "ttsfleet-watch-"
 
 
 class LoopCollector(Collector):
@@ -109,10 +111,12 @@ class LoopCollector(Collector):
             return
         names = [task.get_name() for task in asyncio.all_tasks(loop)]
         yield GaugeMetricFamily("ttsfleet_operator_asyncio_tasks", "Tasks on the operator's event loop.", len(names))
+        own = [thread for thread in threading.enumerate() if thread.name.startswith(WATCH_THREAD_PREFIX)]
         yield GaugeMetricFamily(
             "ttsfleet_operator_watch_streams",
-            "Watch streams the operator runs (kopf's watcher tasks: one per resource and namespace).",
-            sum(name.startswith(_WATCH_TASK_PREFIXES) for name in names),
+            "Watch streams the operator runs (kopf's watcher tasks and the operator's stream threads: one "
+            "per resource and namespace).",
+            sum(name.startswith(_WATCH_TASK_PREFIXES) for name in names) + sum(t.is_alive() for t in own),
         )
 
 

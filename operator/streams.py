@@ -31,7 +31,7 @@ from typing import Any
 
 from kopf._cogs.structs.references import NamespaceName, match_namespace, select_specific_namespaces
 
-from ttsfleet.operator import cache, kinds, naming
+from ttsfleet.operator import cache, kinds, metrics, naming
 from ttsfleet.operator.cache import Key, Packed
 from ttsfleet.operator.kinds import Kind
 from ttsfleet.operator.kube import ApiError, Kube
@@ -66,7 +66,7 @@ class Feed:
 CHILD_FEEDS = tuple(
     Feed(kind, CHILD_SELECTOR, naming.LABEL_DEPLOYMENT, cache.trim_object)
     for kind in kinds.CHILD_KINDS
-    if kind not in kinds.OPTIONAL_KINDS
+    if kind not in kinds.OPTIONAL_CHILD_KINDS
 )
 # The StatefulSet's selector labels: immutable, so every pod of a fleet carries them.
 POD_FEED = Feed(kinds.POD, POD_SELECTOR, naming.LABEL_INSTANCE, cache.trim_pod)
@@ -100,7 +100,9 @@ class Stream:
         self._stopping = threading.Event()
         where = f" in {namespace}" if namespace else ""
         self.name = f"{feed.kind.plural}{where}"
-        self._thread = threading.Thread(target=self._run, name=f"ttsfleet-watch-{feed.kind.plural}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"{metrics.WATCH_THREAD_PREFIX}{feed.kind.plural}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -117,8 +119,12 @@ class Stream:
             try:
                 if version is None:
                     version = self._list()
+                began = time.monotonic()
                 version = self._watch(version)
                 delay = _FIRST_RETRY_SECONDS
+                if version is not None and time.monotonic() - began < _FIRST_RETRY_SECONDS:
+                    # A watch ended as soon as it began (a proxy closing it?): not in a hot loop.
+                    self._stopping.wait(_FIRST_RETRY_SECONDS)
             except ApiError as err:
                 if err.status == 410:
                     version = None  # expired before the watch began: list again, at once

@@ -9,7 +9,7 @@ import threading
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ttsfleet.operator.metrics import LoopCollector
+from ttsfleet.operator.metrics import WATCH_THREAD_PREFIX, LoopCollector
 
 pytestmark = pytest.mark.unit
 
@@ -42,11 +42,20 @@ def test_tasks_and_watch_streams_of_a_running_loop_are_counted_from_another_thre
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),))
     thread.start()
+    # One of the operator's own streams (streams.py), on a thread of its own.
+    stream_done = threading.Event()
+    stream = threading.Thread(target=stream_done.wait, name=f"{WATCH_THREAD_PREFIX}statefulsets")
+    stream.start()
     try:
         assert ready.wait(30)
-        # Five named tasks plus main() itself; four of them hold a watch stream in kopf.
-        assert _scrape(collector) == {"ttsfleet_operator_asyncio_tasks": 6.0, "ttsfleet_operator_watch_streams": 4.0}
+        # Five named tasks plus main() itself; four of them hold a watch stream in kopf, and the
+        # operator runs one more.
+        assert _scrape(collector) == {"ttsfleet_operator_asyncio_tasks": 6.0, "ttsfleet_operator_watch_streams": 5.0}
+        stream_done.set()
+        stream.join(30)
+        assert _scrape(collector)["ttsfleet_operator_watch_streams"] == 4.0  # an ended stream is not counted
     finally:
+        stream_done.set()
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         loop.close()
