@@ -203,15 +203,19 @@ class Stream:
             self._on_listed(self)
             return
         self.relists += 1
+        changes = 0
         for key, named in old.items():
             for name, packed in named.items():
                 if name not in fresh.get(key, {}):
+                    changes += 1
                     self._handler("DELETED", key[0], key[1], packed.unpack())
         for key, named in fresh.items():
             for name, packed in named.items():
                 before = old.get(key, {}).get(name)
                 if before is None or before.data != packed.data:
+                    changes += 1
                     self._handler("ADDED" if before is None else "MODIFIED", key[0], key[1], packed.unpack())
+        log.info("watch of %s had expired; listed again, %d changes missed meanwhile", self.name, changes)
 
 
 def scopes(namespaces: Iterable[str], clusterwide: bool) -> tuple[list[str | None], Callable[[str], bool]]:
