@@ -95,6 +95,7 @@ class Stream:
         self._handler = handler
         self._on_listed = on_listed
         self.objects: dict[Key, dict[str, Packed]] = {}  # fleet -> object name -> object
+        self._fleet_of: dict[tuple[str, str], Key] = {}  # (namespace, object name) -> fleet
         self.listed = False
         self.relists = 0
         self._stopping = threading.Event()
@@ -142,22 +143,25 @@ class Stream:
         self._stopping.wait(delay)
         return min(delay * 2, _LAST_RETRY_SECONDS)
 
-    def _entry(self, obj: Mapping[str, Any]) -> tuple[Key, str, Packed, dict[str, Any]] | None:
+    def _entry(self, obj: Mapping[str, Any]) -> tuple[str, str, str | None, Packed, dict[str, Any]] | None:
+        """(namespace, name, fleet, packed, trimmed); fleet None: the object names no fleet (any
+        more: a hand edit of its label), so it leaves whichever fleet it was kept under."""
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace")
-        fleet = (meta.get("labels") or {}).get(self.feed.fleet_label)
-        if not namespace or not fleet or not self._in_scope(namespace):
+        if not namespace or not self._in_scope(namespace):
             return None
         trimmed = self.feed.trim(obj)
-        return (namespace, fleet), meta.get("name", ""), Packed.of(trimmed), trimmed
+        fleet = (meta.get("labels") or {}).get(self.feed.fleet_label) or None
+        return namespace, meta.get("name", ""), fleet, Packed.of(trimmed), trimmed
 
     def _list(self) -> str:
         items, version = self.kube.list_versioned(self.feed.kind, self.namespace, self.feed.selector)
         fresh: dict[Key, dict[str, Packed]] = {}
         for item in items:
             if (entry := self._entry(item)) is not None:
-                key, name, packed, _ = entry
-                fresh.setdefault(key, {})[name] = packed
+                namespace, name, fleet, packed, _ = entry
+                if fleet is not None:
+                    fresh.setdefault((namespace, fleet), {})[name] = packed
         self._to_loop(self._replace, fresh)
         return version
 
@@ -184,19 +188,29 @@ class Stream:
 
     # -- on the event loop ---------------------------------------------------------------------
 
-    def _deliver(self, kind: str, key: Key, name: str, packed: Packed, trimmed: dict[str, Any]) -> None:
-        if kind == "DELETED":
-            named = self.objects.get(key)
-            if named is not None:
-                named.pop(name, None)
-                if not named:
-                    del self.objects[key]
-        else:
+    def _deliver(
+        self, kind: str, namespace: str, name: str, fleet: str | None, packed: Packed, trimmed: dict[str, Any]
+    ) -> None:
+        key = (namespace, fleet) if fleet is not None else None
+        before = self._fleet_of.pop((namespace, name), None)
+        if before is not None:
+            named = self.objects.get(before, {})
+            named.pop(name, None)
+            if not named:
+                self.objects.pop(before, None)
+            if before != key:
+                # Relabelled by hand: the fleet it was kept under has lost it (and repairs that).
+                self._handler("DELETED", before[0], before[1], trimmed)
+        if key is None:
+            return
+        if kind != "DELETED":
             self.objects.setdefault(key, {})[name] = packed
-        self._handler(kind, key[0], key[1], trimmed)
+            self._fleet_of[(namespace, name)] = key
+        self._handler(kind, namespace, key[1], trimmed)
 
     def _replace(self, fresh: dict[Key, dict[str, Packed]]) -> None:
         old, self.objects = self.objects, fresh
+        self._fleet_of = {(key[0], name): key for key, named in fresh.items() for name in named}
         if not self.listed:
             # The first listing: the fleets' own initial listing runs every fleet once anyway.
             self.listed = True

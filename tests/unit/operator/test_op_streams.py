@@ -95,7 +95,9 @@ def test_a_watch_goes_on_from_the_last_version_and_an_expired_one_is_listed_agai
     assert "managedFields" not in kept[(NS, "f1")]["c"]["metadata"]
 
 
-def test_a_deleted_child_leaves_the_cache_and_objects_out_of_scope_never_enter_it() -> None:
+def test_a_deleted_or_relabelled_child_leaves_its_fleet_and_objects_out_of_scope_never_enter() -> None:
+    unlabelled = sts("c", "f1", "16")
+    del unlabelled["metadata"]["labels"][naming.LABEL_DEPLOYMENT]
     kube = ScriptedKube(
         lists={"statefulsets": [([sts("a", "f1", "1"), sts("x", "f9", "2", namespace="kube-system")], "10")]},
         watches={
@@ -104,14 +106,25 @@ def test_a_deleted_child_leaves_the_cache_and_objects_out_of_scope_never_enter_i
                     event("ADDED", sts("b", "f1", "11")),
                     event("ADDED", sts("y", "f9", "12", namespace="kube-system")),
                     event("DELETED", sts("a", "f1", "13")),
+                    event("ADDED", sts("c", "f1", "14")),
+                    # Hand edits of the label that names the fleet: moved to another, then removed.
+                    event("MODIFIED", sts("b", "f2", "15")),
+                    event("MODIFIED", unlabelled),
                 ]
             ]
         },
     )
     stream, seen = asyncio.run(run_stream(kube, in_scope=lambda ns: ns != "kube-system"))
 
-    assert seen == [("ADDED", NS, "f1", "b"), ("DELETED", NS, "f1", "a")]
-    assert {key: set(named) for key, named in stream.objects.items()} == {(NS, "f1"): {"b"}}
+    assert seen == [
+        ("ADDED", NS, "f1", "b"),
+        ("DELETED", NS, "f1", "a"),
+        ("ADDED", NS, "f1", "c"),
+        ("DELETED", NS, "f1", "b"),  # f1 lost b: its next pass finds it missing
+        ("MODIFIED", NS, "f2", "b"),
+        ("DELETED", NS, "f1", "c"),
+    ]
+    assert {key: set(named) for key, named in stream.objects.items()} == {(NS, "f2"): {"b"}}
 
 
 def test_exact_namespaces_get_a_stream_each_and_globs_one_filtered_cluster_wide_stream() -> None:
