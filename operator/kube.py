@@ -1,4 +1,4 @@
-"""The operator's only door to the API server: get, list, server-side apply, delete, events.
+"""The operator's only door to the API server: get, list, watch, server-side apply, delete, events.
 
 Objects are plain dicts (the builders' output), applied with server-side apply under one field
 manager, forced: the operator is the declared owner of every field it sets on its children, so
