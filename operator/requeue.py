@@ -199,11 +199,6 @@ class WorkQueue(Generic[K]):
         recent = self._clock() - self._urgent_ended < self._quiet
         return bool(self._urgent) or self._urgent_in_flight > 1 or recent
 
-    @property
-    def urgent_in_flight(self) -> int:
-        """Keys from the urgent lane whose pass has not ended."""
-        return self._urgent_in_flight
-
     def idle(self) -> bool:
         return not self._queued and not self._active and not self._settling
 
